@@ -1,0 +1,19 @@
+"""Sandbox backends for agent processes."""
+
+from sandbox.base import (
+    Sandbox,
+    SandboxError,
+    SandboxHealth,
+    SandboxProcess,
+    SandboxSpec,
+    SandboxStats,
+)
+
+__all__ = [
+    "Sandbox",
+    "SandboxError",
+    "SandboxHealth",
+    "SandboxProcess",
+    "SandboxSpec",
+    "SandboxStats",
+]
