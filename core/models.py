@@ -143,6 +143,8 @@ class AgentState(BaseModel):
     result: AgentResult | None = None
     attempts: int = 0
     last_output: str | None = None
+    resources: dict[str, float] | None = None
+    version: int = 0
 
 
 class TaskState(BaseModel):

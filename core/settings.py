@@ -1,0 +1,154 @@
+"""Configuration: environment variables over the shipped defaults in ``config/settings.toml``.
+
+Invalid configuration stops start-up with one line naming the variable (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from core.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mosaic-orchestrator"
+
+
+class _TomlDefaults(PydanticBaseSettingsSource):
+    """Lowest-priority source: ``config/settings.toml`` (or ``MOSAIC_CONFIG_FILE``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self._values: dict[str, Any] = {}
+        if path.is_file():
+            with path.open("rb") as fh:
+                self._values = tomllib.load(fh)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._values.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # API server
+    orchestrator_port: int = Field(3001, ge=0, le=65535)
+    orchestrator_host: str = "127.0.0.1"
+    orchestrator_api_key: str | None = None
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    # Valkey: host/port or URL; none of them set means the embedded server
+    valkey_url: str | None = None
+    valkey_host: str | None = None
+    valkey_port: int | None = Field(None, ge=1, le=65535)
+    valkey_password: str | None = None
+
+    # Model
+    claude_api_key: str | None = None
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    mosaic_model: str = "claude-sonnet-4-5"
+    mosaic_agent_command: str | None = None
+    agent_max_turns: int = Field(50, ge=1)
+    agent_max_tokens: int = Field(2_000_000, ge=1)
+    agent_max_wall_s: float = Field(3600, gt=0)
+
+    # Gates
+    coordinator_url: str | None = None
+
+    # Sandbox
+    sandbox_enabled: bool = True
+    sandbox_backend: Literal["bwrap", "docker", "none"] = "bwrap"
+    sandbox_default_memory_mb: int = Field(256, ge=16)
+    sandbox_cpu_quota: float = Field(1.0, gt=0)
+    sandbox_pids_max: int = Field(256, ge=8)
+    sandbox_cgroup_parent: str = "mosaic"
+    docker_socket: str | None = None
+    docker_image: str | None = None
+
+    # Queue and agents
+    max_concurrent_agents: int = Field(2, ge=1, le=1000)
+    orchestrator_queue_concurrency: int = Field(1, ge=1, le=1000)
+    queue_name: str = Field("mosaic-agents", pattern=r"^[A-Za-z0-9_.-]+$")
+    queue_attempts: int = Field(3, ge=1, le=100)
+    queue_backoff_ms: int = Field(2000, ge=0)
+    queue_stalled_interval_ms: int = Field(15000, ge=100)
+    queue_lock_duration_ms: int = Field(30000, ge=100)
+    kill_grace_s: float = Field(5.0, ge=0)
+    event_stream_maxlen: int = Field(10_000, ge=100)
+
+    # Files
+    mosaic_state_dir: Path = Field(default_factory=default_state_dir)
+    git_author_name: str = "Mosaic Orchestrator"
+    git_author_email: str = "orchestrator@mosaic.local"
+    instance_name: str | None = None
+
+    @field_validator("coordinator_url", "anthropic_base_url", "valkey_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if "://" not in value:
+            raise ValueError("must be a URL like http://host:port")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _sandbox_switch(self) -> Settings:
+        if not self.sandbox_enabled:
+            self.sandbox_backend = "none"
+        return self
+
+    @property
+    def model_api_key(self) -> str | None:
+        return self.claude_api_key or self.anthropic_api_key
+
+    @property
+    def embedded_valkey(self) -> bool:
+        return not (self.valkey_url or self.valkey_host or self.valkey_port)
+
+    @property
+    def valkey_label(self) -> str:
+        if self.embedded_valkey:
+            return "embedded"
+        if self.valkey_url:
+            return self.valkey_url.split("@")[-1]
+        return f"{self.valkey_host or 'localhost'}:{self.valkey_port or 6379}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = Path(os.environ.get("MOSAIC_CONFIG_FILE") or CONFIG_DIR / "settings.toml")
+        return (init_settings, env_settings, _TomlDefaults(settings_cls, path))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings or raise ``ConfigError`` with one line naming the variable and problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+        value = err.get("input")
+        shown = "" if value is None or "key" in name.lower() or "password" in name.lower() else f" (got {value!r})"
+        raise ConfigError(f"invalid configuration: {name}: {err['msg']}{shown}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"invalid configuration file: {exc}") from None

