@@ -1,0 +1,148 @@
+"""``SubprocessExecutor``: runs a gate command with ``sh -c`` on the host, with a timeout that
+kills the command's whole process tree.
+
+The command starts in a new session (its own process group). On timeout or cancellation every
+descendant (found through ``/proc`` while the shell still lives) and the whole process group get
+SIGKILL. When the shell exits normally, what it left behind in its process group (``cmd &``) is
+killed as well: a gate leaves no process running. The sandboxed executor the spawner uses
+follows the same contract, with a cgroup instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from core.gates.models import CommandResult
+
+log = logging.getLogger(__name__)
+
+_DRAIN_S = 2.0
+
+
+class SubprocessExecutor:
+    """A plain ``CommandExecutor`` (no sandbox).
+
+    ``env``: the complete environment of the commands (default: this process's).
+    ``max_output_bytes``: only the last that many bytes of the output are kept.
+    """
+
+    def __init__(
+        self, *, env: Mapping[str, str] | None = None, max_output_bytes: int = 256 * 1024
+    ) -> None:
+        self._env = dict(env) if env is not None else None
+        self._max = max_output_bytes
+
+    async def __call__(self, command: str, *, cwd: Path, timeout_s: float) -> CommandResult:
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            "sh",
+            "-c",
+            command,
+            cwd=cwd,
+            env=self._env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        buffer = bytearray()
+        reader = asyncio.create_task(self._read(proc, buffer))
+        timed_out = False
+        try:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    exit_code = await proc.wait()
+            except TimeoutError:
+                timed_out = True
+                await _kill_tree(proc.pid)
+                exit_code = await proc.wait()
+                log.warning(
+                    "gate command timed out; process tree killed",
+                    extra={"command": command, "timeout_s": timeout_s, "pid": proc.pid},
+                )
+            # Whatever the command left running in its process group goes too.
+            _killpg(proc.pid)
+            await _drain(reader)
+        except BaseException:
+            # Cancelled (or failed) while running: leave nothing behind, then re-raise.
+            if proc.returncode is None:
+                await asyncio.shield(_kill_tree(proc.pid))
+                await asyncio.shield(proc.wait())
+            else:
+                _killpg(proc.pid)
+            reader.cancel()
+            raise
+        output = buffer.decode("utf-8", errors="replace")
+        return CommandResult(
+            exit_code=exit_code,
+            output=output,
+            timed_out=timed_out,
+            duration_s=time.monotonic() - started,
+        )
+
+    async def _read(self, proc: asyncio.subprocess.Process, buffer: bytearray) -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            buffer.extend(chunk)
+            if len(buffer) > self._max:
+                del buffer[: len(buffer) - self._max]
+
+
+async def _drain(reader: asyncio.Task[None]) -> None:
+    """Wait for the output to reach EOF; give up when an escaped process still holds the pipe."""
+    try:
+        await asyncio.wait_for(asyncio.shield(reader), _DRAIN_S)
+    except TimeoutError:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        log.warning("gate command output still open after exit; an escaped process holds it")
+
+
+def _killpg(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+async def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``'s descendants (also those that left its process group) and its group."""
+    descendants = await asyncio.to_thread(descendants_of, pid)
+    _killpg(pid)
+    for child in descendants:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGKILL)
+
+
+def descendants_of(pid: int) -> list[int]:
+    """Pids of every live descendant of ``pid`` (from ``/proc``; empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses: fields follow the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
