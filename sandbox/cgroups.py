@@ -1,0 +1,330 @@
+"""Per-agent control groups: memory, CPU and pids limits, stats, kill-the-whole-group.
+
+cgroup v2 is used when the unified hierarchy has the ``memory`` and ``pids`` controllers; otherwise
+the v1 hierarchies (``memory``, ``pids``, ``cpu``, ``cpuacct``, ``freezer``; co-mounted or not) are
+used. An agent's cgroup is ``<hierarchy>/<parent>/<agent_id>`` in each hierarchy, so reconciliation
+finds leftovers by listing ``<parent>``.
+
+A process enters its cgroup *before it execs* its payload: :meth:`AgentCgroup.procs_files` lists the
+``cgroup.procs`` files the launcher writes its own pid into (see :mod:`sandbox.launcher`).
+
+Everything here is synchronous file I/O on cgroupfs; async callers use ``asyncio.to_thread`` for the
+calls that wait (:meth:`AgentCgroup.kill`, :meth:`AgentCgroup.remove`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox.base import SandboxError, SandboxStats
+
+log = logging.getLogger(__name__)
+
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
+_CFS_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    """The cgroup hierarchies this host offers."""
+
+    version: int
+    """2 (unified), 1 (legacy/hybrid) or 0 (no usable cgroupfs)."""
+    v2_root: Path | None = None
+    v1_mounts: dict[str, Path] = field(default_factory=dict)
+    """v1 controller name -> mount point (co-mounted controllers share a mount point)."""
+
+    @property
+    def hierarchies(self) -> list[Path]:
+        if self.version == 2 and self.v2_root is not None:
+            return [self.v2_root]
+        return sorted(set(self.v1_mounts.values()))
+
+
+def detect_layout(mountinfo: Path = Path("/proc/self/mountinfo")) -> CgroupLayout:
+    """Read the cgroup mounts of this process's mount namespace."""
+    v2_root: Path | None = None
+    v1: dict[str, Path] = {}
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return CgroupLayout(version=0)
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        mount_point, fstype, super_opts = Path(fields[4]), rfields[0], rfields[2].split(",")
+        if fstype == "cgroup2":
+            v2_root = mount_point
+        elif fstype == "cgroup":
+            for ctrl in V1_CONTROLLERS:
+                if ctrl in super_opts:
+                    v1.setdefault(ctrl, mount_point)
+    if v2_root is not None:
+        controllers = _read(v2_root / "cgroup.controllers").split()
+        if {"memory", "pids"} <= set(controllers):
+            return CgroupLayout(version=2, v2_root=v2_root)
+    if "memory" in v1 or "pids" in v1:
+        return CgroupLayout(version=1, v1_mounts=v1)
+    return CgroupLayout(version=0)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _read_int(path: Path) -> int | None:
+    text = _read(path).strip()
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in _read(path).splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = int(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int
+    cpu_quota: float | None
+    pids_max: int
+
+
+class AgentCgroup:
+    """One agent's cgroup (one directory per hierarchy)."""
+
+    def __init__(self, layout: CgroupLayout, parent: str, agent_id: str) -> None:
+        self.layout = layout
+        self.agent_id = agent_id
+        self.dirs = [h / parent / agent_id for h in layout.hierarchies]
+
+    def _dir(self, controller: str) -> Path | None:
+        if self.layout.version == 2:
+            return self.dirs[0]
+        mount = self.layout.v1_mounts.get(controller)
+        return None if mount is None else self.dirs[self.layout.hierarchies.index(mount)]
+
+    @property
+    def path(self) -> str:
+        """A printable handle: the memory hierarchy's directory."""
+        return str(self._dir("memory") or self.dirs[0])
+
+    def exists(self) -> bool:
+        return any(d.is_dir() for d in self.dirs)
+
+    def procs_files(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in self.dirs]
+
+    def create(self, limits: Limits) -> None:
+        """Create the directories and write the limits; raises SandboxError on failure."""
+        try:
+            for d in self.dirs:
+                d.mkdir(parents=True, exist_ok=True)
+            self._apply(limits)
+        except OSError as exc:
+            self.remove(timeout_s=0.5)
+            raise SandboxError(f"cannot set up cgroup {self.path}: {exc}") from exc
+
+    def _apply(self, limits: Limits) -> None:
+        mem = limits.memory_mb * 1024 * 1024
+        quota = None if limits.cpu_quota is None else max(1000, int(limits.cpu_quota * _CFS_PERIOD_US))
+        if self.layout.version == 2:
+            d = self.dirs[0]
+            _write(d / "memory.max", str(mem))
+            if (d / "memory.swap.max").exists():
+                _write(d / "memory.swap.max", "0")
+            _write(d / "pids.max", str(limits.pids_max))
+            if (d / "cpu.max").exists():
+                _write(d / "cpu.max", f"{quota if quota else 'max'} {_CFS_PERIOD_US}")
+            return
+        if (m := self._dir("memory")) is not None:
+            _write(m / "memory.limit_in_bytes", str(mem))
+            if (m / "memory.memsw.limit_in_bytes").exists():
+                _write(m / "memory.memsw.limit_in_bytes", str(mem))
+        if (p := self._dir("pids")) is not None:
+            _write(p / "pids.max", str(limits.pids_max))
+        if (c := self._dir("cpu")) is not None:
+            _write(c / "cpu.cfs_period_us", str(_CFS_PERIOD_US))
+            _write(c / "cpu.cfs_quota_us", str(quota if quota else -1))
+
+    def pids(self) -> list[int]:
+        out: set[int] = set()
+        for f in self.procs_files():
+            for tok in _read(f).split():
+                out.add(int(tok))
+        return sorted(out)
+
+    def stats(self) -> SandboxStats:
+        if self.layout.version == 2:
+            d = self.dirs[0]
+            cpu_us = _keyed(d / "cpu.stat").get("usage_usec", 0)
+            events = _keyed(d / "memory.events")
+            return SandboxStats(
+                cpu_seconds=cpu_us / 1e6,
+                memory_bytes=_read_int(d / "memory.current") or 0,
+                pids=_read_int(d / "pids.current") or 0,
+                oom_killed=events.get("oom_kill", 0) > 0,
+            )
+        cpu_s = 0.0
+        if (a := self._dir("cpuacct")) is not None:
+            cpu_s = (_read_int(a / "cpuacct.usage") or 0) / 1e9
+        mem, oom = 0, False
+        if (m := self._dir("memory")) is not None:
+            mem = _read_int(m / "memory.usage_in_bytes") or 0
+            oom_control = _keyed(m / "memory.oom_control")
+            if "oom_kill" in oom_control:
+                oom = oom_control["oom_kill"] > 0
+            else:  # pragma: no cover - kernels before 4.13
+                oom = (_read_int(m / "memory.failcnt") or 0) > 0
+        pids = 0
+        if (p := self._dir("pids")) is not None:
+            pids = _read_int(p / "pids.current") or 0
+        return SandboxStats(cpu_seconds=cpu_s, memory_bytes=mem, pids=pids, oom_killed=oom)
+
+    def signal_all(self, sig: signal.Signals) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def kill(self, timeout_s: float = 5.0) -> bool:
+        """SIGKILL every process in the cgroup; True when it is empty before ``timeout_s``.
+
+        v2: ``cgroup.kill``. v1: freeze (so nothing forks while we signal), SIGKILL every pid,
+        thaw (frozen tasks only die once thawed), repeat until ``cgroup.procs`` is empty.
+        """
+        deadline = time.monotonic() + timeout_s
+        if self.layout.version == 2 and (self.dirs[0] / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                _write(self.dirs[0] / "cgroup.kill", "1")
+        freezer = self._dir("freezer") if self.layout.version == 1 else None
+        while self.pids():
+            if freezer is not None and (freezer / "freezer.state").exists():
+                self._freeze(freezer, deadline)
+            self.signal_all(signal.SIGKILL)
+            if freezer is not None and (freezer / "freezer.state").exists():
+                with contextlib.suppress(OSError):
+                    _write(freezer / "freezer.state", "THAWED")
+            if time.monotonic() > deadline:
+                return not self.pids()
+            time.sleep(0.01)
+        return True
+
+    @staticmethod
+    def _freeze(freezer: Path, deadline: float) -> None:
+        with contextlib.suppress(OSError):
+            _write(freezer / "freezer.state", "FROZEN")
+        while _read(freezer / "freezer.state").strip() == "FREEZING":
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.002)
+
+    def remove(self, timeout_s: float = 5.0) -> bool:
+        """Kill what is left and remove the directories; True when all are gone."""
+        if not self.exists():
+            return True
+        self.kill(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        ok = True
+        for d in self.dirs:
+            while d.is_dir():
+                try:
+                    d.rmdir()
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if time.monotonic() > deadline:
+                        log.warning("cannot remove cgroup", extra={"cgroup": str(d), "error": str(exc)})
+                        ok = False
+                        break
+                    time.sleep(0.02)
+        return ok
+
+
+class CgroupManager:
+    """Creates and finds agent cgroups under ``<hierarchy>/<parent>``."""
+
+    def __init__(self, parent: str = "mosaic", layout: CgroupLayout | None = None) -> None:
+        parts = Path(parent).parts
+        if not parts or Path(parent).is_absolute() or any(p in (".", "..") for p in parts):
+            raise SandboxError(f"cgroup parent must be a relative name, got {parent!r}")
+        self.parent = parent
+        self.layout = layout if layout is not None else detect_layout()
+        self._problem: str | None = None
+
+    def usable(self) -> str | None:
+        """None when agent cgroups can be created here, else the reason they cannot."""
+        if self.layout.version == 0:
+            return "no cgroup hierarchy with memory/pids controllers is mounted"
+        try:
+            for h in self.layout.hierarchies:
+                (h / self.parent).mkdir(parents=True, exist_ok=True)
+            if self.layout.version == 2:
+                self._enable_v2_controllers()
+        except OSError as exc:
+            return f"cgroups not writable ({exc.strerror or exc})"
+        if self.layout.version == 1:
+            missing = [c for c in V1_CONTROLLERS if c not in self.layout.v1_mounts]
+            if missing:
+                log.warning("cgroup v1 controllers missing", extra={"missing": missing})
+        return None
+
+    def _enable_v2_controllers(self) -> None:
+        root = self.layout.v2_root
+        assert root is not None
+        wanted = [c for c in ("memory", "pids", "cpu") if c in _read(root / "cgroup.controllers")]
+        node = root
+        for part in Path(self.parent).parts:
+            current = _read(node / "cgroup.subtree_control").split()
+            missing = [c for c in wanted if c not in current]
+            if missing:
+                _write(node / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+            node = node / part
+        current = _read(node / "cgroup.subtree_control").split()
+        missing = [c for c in wanted if c not in current]
+        if missing:
+            _write(node / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+
+    def agent(self, agent_id: str) -> AgentCgroup:
+        return AgentCgroup(self.layout, self.parent, agent_id)
+
+    def list_agents(self) -> list[str]:
+        names: set[str] = set()
+        for h in self.layout.hierarchies:
+            with contextlib.suppress(OSError):
+                names.update(e.name for e in os.scandir(h / self.parent) if e.is_dir())
+        return sorted(names)
+
+    def remove_parent(self) -> None:
+        """Remove the (empty) parent directories; used by tests and uninstall."""
+        for name in self.list_agents():
+            self.agent(name).remove(timeout_s=2.0)
+        for h in self.layout.hierarchies:
+            node = h / self.parent
+            while node != h:
+                try:
+                    node.rmdir()
+                except OSError:
+                    break
+                node = node.parent
