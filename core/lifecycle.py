@@ -42,7 +42,9 @@ class Lifecycle:
         self.store = store
         self.final_ttl_s = final_ttl_s
 
-    async def create(self, agent: AgentState, task: TaskState) -> tuple[AgentState, TaskState | None]:
+    async def create(
+        self, agent: AgentState, task: TaskState
+    ) -> tuple[AgentState, TaskState | None]:
         """Record a new agent in ``spawning`` with its ``agent.spawning`` event.
 
         Returns ``(agent, None)``, or ``(agent, existing_task)`` when the task already has a live
@@ -140,7 +142,9 @@ class Lifecycle:
             if outcome.status == "missing":
                 require(outcome, f"agent {agent_id}")
 
-    async def update(self, agent_id: str, mutate: Callable[[AgentState], dict[str, Any]]) -> AgentState:
+    async def update(
+        self, agent_id: str, mutate: Callable[[AgentState], dict[str, Any]]
+    ) -> AgentState:
         """Change non-status fields (usage, resources, pid...) without an event."""
         while True:
             cur = await self.store.get_agent(agent_id)

@@ -124,8 +124,11 @@ class TaskQueue:
     async def ping(self) -> bool:
         return bool(await self.queue.client.ping())
 
+    async def close_worker(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            await worker.close()
+
     async def close(self) -> None:
-        if self.worker is not None:
-            await self.worker.close()
-            self.worker = None
+        await self.close_worker()
         await self.queue.close()

@@ -148,7 +148,11 @@ def load_settings(**overrides: Any) -> Settings:
         err = exc.errors()[0]
         name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
         value = err.get("input")
-        shown = "" if value is None or "key" in name.lower() or "password" in name.lower() else f" (got {value!r})"
+        shown = (
+            ""
+            if value is None or "key" in name.lower() or "password" in name.lower()
+            else f" (got {value!r})"
+        )
         raise ConfigError(f"invalid configuration: {name}: {err['msg']}{shown}") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"invalid configuration file: {exc}") from None

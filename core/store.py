@@ -176,7 +176,10 @@ class StateStore:
 
     async def audit_records(self, count: int = 100) -> list[dict[str, Any]]:
         entries = await self.redis.xrevrange(AUDIT, count=count)
-        return [json.loads(_text(fields[b"r"] if b"r" in fields else fields["r"])) for _, fields in entries]
+        return [
+            json.loads(_text(fields[b"r"] if b"r" in fields else fields["r"]))
+            for _, fields in entries
+        ]
 
     # -- events --------------------------------------------------------------------------------
     async def events_after(self, last_id: str, count: int = 1000) -> list[Event]:

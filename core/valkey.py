@@ -149,7 +149,10 @@ async def open_valkey(settings: Settings) -> AsyncIterator[ValkeyEndpoint]:
         if settings.valkey_url:
             kwargs = aioredis.connection.parse_url(settings.valkey_url)
         else:
-            kwargs = {"host": settings.valkey_host or "localhost", "port": settings.valkey_port or 6379}
+            kwargs = {
+                "host": settings.valkey_host or "localhost",
+                "port": settings.valkey_port or 6379,
+            }
         if settings.valkey_password:
             kwargs["password"] = settings.valkey_password
         yield ValkeyEndpoint(kwargs, settings.valkey_label, embedded=False)

@@ -1,0 +1,84 @@
+"""One place that maps errors to HTTP answers: ``{error: {code, message, details}}``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from core.errors import (
+    Conflict,
+    IllegalTransition,
+    NotFound,
+    NotReady,
+    OrchestratorError,
+    ValidationFailed,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS: list[tuple[type[OrchestratorError], int]] = [
+    (ValidationFailed, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (IllegalTransition, 409),
+    (NotReady, 503),
+]
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return web.json_response(body, status=status)
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ValidationError as exc:
+        details = validation_details(exc)
+        first = details[0] if details else {"field": "body", "message": "invalid"}
+        return error_response(
+            400, "invalid_request", f"{first['field']}: {first['message']}", details
+        )
+    except OrchestratorError as exc:
+        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
+        if status == 500:
+            log.error("request failed: %s", exc.message)
+        return error_response(status, exc.code, exc.message, exc.details)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, "body_too_large", exc.text or "request body too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal error; see the orchestrator log")
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type not in ("application/json", "", "application/octet-stream"):
+        raise ValidationFailed(f"Content-Type must be application/json, got {request.content_type}")
+    raw = await request.read()
+    if not raw:
+        raise ValidationFailed("request body is empty; a JSON object is required")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationFailed(f"request body is not valid JSON: {exc}") from None

@@ -1,0 +1,318 @@
+"""The engine: the one facade the API and the dashboard drive (``EngineAPI``).
+
+``Engine.running(settings)`` builds every part in one place (the only place that chooses
+implementations), starts them in order and stops them in reverse: on exit, live agents of this
+instance are killed and reaped, the worker and queue closed, the embedded Valkey stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from core.engine_api import KillAllResult, QueueStats, SpawnResponse
+from core.errors import Conflict, NotReady, ValidationFailed
+from core.events import EventBus
+from core.finish import Finisher
+from core.gates import create_gate_runner, validate_gate_names
+from core.git import validate_branch, validate_repository
+from core.killswitch import Killswitch
+from core.launch import AgentLauncher, ExternalCommandLauncher
+from core.lifecycle import Lifecycle
+from core.models import (
+    LIVE_STATUSES,
+    AgentState,
+    AgentStatus,
+    Event,
+    EventType,
+    GateProfile,
+    SpawnRequest,
+    TaskState,
+    new_agent_id,
+)
+from core.paths import StatePaths
+from core.queue import TaskQueue
+from core.reconcile import reconcile
+from core.settings import Settings
+from core.spawner import Spawner
+from core.store import StateStore
+from core.valkey import ValkeyEndpoint, open_valkey
+from core.workspace import WorkspaceManager
+from sandbox import Sandbox, SandboxError
+from sandbox.factory import create_sandbox
+
+log = logging.getLogger(__name__)
+
+
+def instance_name(settings: Settings) -> str:
+    if settings.instance_name:
+        return settings.instance_name
+    digest = hashlib.sha1(str(settings.mosaic_state_dir.resolve()).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}:{digest}"
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        endpoint: ValkeyEndpoint,
+        store: StateStore,
+        lifecycle: Lifecycle,
+        bus: EventBus,
+        queue: TaskQueue,
+        sandbox: Sandbox,
+        spawner: Spawner,
+        killswitch: Killswitch,
+        launcher_problem: str | None,
+    ) -> None:
+        self.settings = settings
+        self.endpoint = endpoint
+        self.store = store
+        self.lifecycle = lifecycle
+        self.bus = bus
+        self.queue = queue
+        self.sandbox = sandbox
+        self.spawner = spawner
+        self.killswitch = killswitch
+        self.launcher_problem = launcher_problem
+        self.instance = spawner.instance
+        self.started = time.monotonic()
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, settings: Settings) -> AsyncIterator[Engine]:
+        paths = StatePaths(settings.mosaic_state_dir)
+        paths.create()
+        instance = instance_name(settings)
+        async with contextlib.AsyncExitStack() as stack:
+            endpoint = await stack.enter_async_context(open_valkey(settings))
+            client = endpoint.client()
+            stack.push_async_callback(client.aclose)
+            reader = endpoint.client(socket_timeout=None)
+            stack.push_async_callback(reader.aclose)
+            try:
+                await client.ping()
+            except Exception as exc:
+                raise NotReady(f"Valkey at {endpoint.label} is not reachable: {exc}") from None
+            store = StateStore(client, stream_maxlen=settings.event_stream_maxlen)
+            lifecycle = Lifecycle(store)
+            sandbox = _make_sandbox(settings)
+            launcher, problem = _make_launcher(settings)
+            finisher = Finisher(
+                settings=settings,
+                store=store,
+                gates=create_gate_runner(settings.coordinator_url),
+                sandbox_for_gates=sandbox,
+                paths=paths,
+            )
+            spawner = Spawner(
+                settings=settings,
+                store=store,
+                lifecycle=lifecycle,
+                sandbox=sandbox,
+                workspaces=WorkspaceManager(paths),
+                launcher=launcher,
+                finisher=finisher,
+                paths=paths,
+                instance=instance,
+            )
+            queue = TaskQueue(settings, endpoint.kwargs)
+            stack.push_async_callback(queue.close)
+            await reconcile(
+                store=store, lifecycle=lifecycle, sandbox=sandbox, paths=paths, instance=instance
+            )
+            bus = EventBus(store, reader)
+            await bus.start()
+            stack.push_async_callback(bus.stop)
+            killswitch = Killswitch(
+                store=store,
+                lifecycle=lifecycle,
+                queue=queue,
+                spawner=spawner,
+                grace_s=settings.kill_grace_s,
+            )
+            engine = cls(
+                settings=settings,
+                endpoint=endpoint,
+                store=store,
+                lifecycle=lifecycle,
+                bus=bus,
+                queue=queue,
+                sandbox=sandbox,
+                spawner=spawner,
+                killswitch=killswitch,
+                launcher_problem=problem,
+            )
+            queue.start_worker(spawner.run, name=instance)
+            listener = asyncio.create_task(engine._follow_kills(), name="kill-listener")
+            stack.push_async_callback(_cancel, listener)
+            stack.push_async_callback(engine._shutdown)
+            log.info("engine started (instance %s, Valkey %s)", instance, endpoint.label)
+            yield engine
+
+    async def _follow_kills(self) -> None:
+        """Stop local agents killed through another instance (kill-all reaches every instance)."""
+        async for event in self.bus.subscribe():
+            if event.type is EventType.AGENT_KILLED and event.agent_id in self.spawner.live:
+                self.spawner.request_kill(event.agent_id)
+
+    async def _shutdown(self) -> None:
+        """Stop taking jobs, kill and reap this instance's live agents, close the worker."""
+        closing = asyncio.create_task(self.queue.close_worker())
+        await asyncio.sleep(0)
+        live = list(self.spawner.live)
+        if live:
+            log.info("shutting down: killing %d local agent(s)", len(live))
+        await asyncio.gather(
+            *(self.killswitch.kill(agent_id, who="shutdown") for agent_id in live),
+            return_exceptions=True,
+        )
+        await closing
+
+    # -- EngineAPI -----------------------------------------------------------------------------
+    async def spawn(self, request: SpawnRequest) -> SpawnResponse:
+        ctx = request.context
+        validate_repository(ctx.repository)
+        validate_branch(ctx.branch)
+        if ctx.gates is not None:
+            validate_gate_names(ctx.gates)
+        if request.effective_profile is GateProfile.CUSTOM and not ctx.gates:
+            pass  # custom gates may come from the repository's .mosaic/gates.toml
+        if self.launcher_problem:
+            raise NotReady(self.launcher_problem)
+        existing = await self.store.get_task(request.task_id)
+        if existing is not None and existing.status in LIVE_STATUSES:
+            return self._existing(existing, request)
+        agent = AgentState(
+            agent_id=new_agent_id(),
+            task_id=request.task_id,
+            agent_type=request.agent_type,
+            gate_profile=request.effective_profile,
+        )
+        task = TaskState(task_id=request.task_id, agent_id=agent.agent_id, request=request)
+        agent, other = await self.lifecycle.create(agent, task)
+        if other is not None:
+            return self._existing(other, request)
+        try:
+            await self.queue.add(agent.agent_id, agent.task_id, request.priority)
+        except Exception as exc:
+            await self.lifecycle.transition(
+                agent.agent_id, AgentStatus.FAILED, error=f"queue: could not enqueue: {exc}"
+            )
+            raise NotReady(f"the queue is not usable: {exc}") from None
+        await self.store.emit(
+            Event(
+                type=EventType.TASK_QUEUED,
+                agent_id=agent.agent_id,
+                task_id=agent.task_id,
+                data={"priority": request.priority, "agentType": request.agent_type.value},
+            )
+        )
+        return SpawnResponse(agentId=agent.agent_id, status=AgentStatus.SPAWNING)
+
+    @staticmethod
+    def _existing(task: TaskState, request: SpawnRequest) -> SpawnResponse:
+        if task.request.model_dump() != request.model_dump():
+            raise Conflict(
+                f"task {task.task_id} already has a live agent ({task.agent_id}) "
+                "spawned with a different request",
+                details={"agentId": task.agent_id},
+            )
+        return SpawnResponse(agentId=task.agent_id, status=task.status, existing=True)
+
+    async def status(self, agent_id: str) -> AgentState:
+        return await self.store.get_agent(agent_id)
+
+    async def list_agents(self, status: AgentStatus | None = None) -> list[AgentState]:
+        agents = await self.store.list_agents()
+        return [a for a in agents if status is None or a.status is status]
+
+    async def kill(self, agent_id: str, *, who: str = "api") -> AgentState:
+        return await self.killswitch.kill(agent_id, who=who)
+
+    async def kill_all(self, *, who: str = "api") -> KillAllResult:
+        return await self.killswitch.kill_all(who=who)
+
+    async def pause(self) -> None:
+        await self.queue.pause()
+        await self.store.emit(Event(type=EventType.QUEUE_PAUSED, data={"instance": self.instance}))
+
+    async def resume(self) -> None:
+        await self.queue.resume()
+        await self.store.emit(Event(type=EventType.QUEUE_RESUMED, data={"instance": self.instance}))
+
+    async def queue_stats(self) -> QueueStats:
+        stats = await self.queue.stats()
+        stats.live_agents = len(self.spawner.live)
+        return stats
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, Any] = {}
+        try:
+            await self.store.redis.ping()
+            checks["valkey"] = {
+                "ok": True,
+                "endpoint": self.endpoint.label,
+                "embedded": self.endpoint.embedded,
+            }
+        except Exception as exc:
+            checks["valkey"] = {"ok": False, "endpoint": self.endpoint.label, "error": str(exc)}
+        worker = self.queue.worker
+        checks["queue"] = {"ok": worker is not None and not getattr(worker, "closing", False)}
+        health = await self.sandbox.health()
+        checks["sandbox"] = {
+            "ok": health.ok,
+            "backend": health.backend,
+            "degraded": health.degraded,
+        }
+        if health.detail:
+            checks["sandbox"]["detail"] = health.detail
+        checks["model"] = {"ok": self.launcher_problem is None}
+        if self.launcher_problem:
+            checks["model"]["error"] = self.launcher_problem
+        ok = all(c["ok"] for c in checks.values())
+        return ok, checks
+
+    def events(self, last_event_id: str | None = None) -> AsyncIterator[Event]:
+        return self.bus.subscribe(last_event_id)
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _make_sandbox(settings: Settings) -> Sandbox:
+    try:
+        return create_sandbox(
+            settings.sandbox_backend,
+            cgroup_parent=settings.sandbox_cgroup_parent,
+            docker_socket=settings.docker_socket,
+            docker_image=settings.docker_image,
+        )
+    except SandboxError as exc:
+        raise NotReady(f"sandbox backend {settings.sandbox_backend!r}: {exc}") from None
+
+
+def _make_launcher(settings: Settings) -> tuple[AgentLauncher, str | None]:
+    if settings.mosaic_agent_command:
+        return ExternalCommandLauncher(settings.mosaic_agent_command), None
+    return ExternalCommandLauncher("false"), (
+        "no agent runtime configured: set MOSAIC_AGENT_COMMAND"
+    )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+__all__ = ["Engine", "ValidationFailed"]

@@ -1,0 +1,185 @@
+"""The finish stage of a successful agent session (SPEC §8).
+
+Worker: pre-commit gates -> commit -> post-commit gates -> secret scan of every new commit ->
+conflict check against the target branch -> push. Reviewer and tester: their gates, and the
+reviewer's verdict. Any blocking step raises ``AgentFailure`` naming the step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from core.errors import AgentFailure, OrchestratorError
+from core.gate_exec import SandboxExecutor
+from core.gates import GateContext, GateResult, GateRunner
+from core.git import check_conflicts, commit_all, push, scan_commits
+from core.launch import LaunchOutcome
+from core.models import AgentResult, AgentState, AgentType, Event, EventType, SpawnRequest
+from core.paths import StatePaths
+from core.settings import Settings
+from core.store import StateStore
+from core.workspace import Workspace
+from sandbox import SandboxProcess, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+AiReviewFactory = Callable[[AgentState, Workspace], Callable[[str], Awaitable[tuple[bool, str]]]]
+
+
+@dataclass
+class FinishInput:
+    agent: AgentState
+    request: SpawnRequest
+    workspace: Workspace
+    outcome: LaunchOutcome
+    result: AgentResult
+    process: SandboxProcess
+
+
+class Finisher:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: StateStore,
+        gates: GateRunner,
+        sandbox_for_gates: Any,
+        paths: StatePaths,
+        ai_review: AiReviewFactory | None = None,
+        push_non_workers: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.gates = gates
+        self.sandbox = sandbox_for_gates
+        self.paths = paths
+        self.ai_review = ai_review
+        self.push_non_workers = push_non_workers
+
+    async def _emit(self, agent: AgentState, type_: EventType | str, data: dict[str, Any]) -> None:
+        await self.store.emit(
+            Event(type=EventType(type_), agent_id=agent.agent_id, task_id=agent.task_id, data=data)
+        )
+
+    async def finish(self, inp: FinishInput) -> AgentResult:
+        agent, ws, result = inp.agent, inp.workspace, inp.result
+        if inp.outcome.verdict is not None:
+            result.verdict = inp.outcome.verdict
+            await self._emit(agent, EventType.REVIEW_VERDICT, {"verdict": inp.outcome.verdict})
+        ctx = self._gate_context(inp)
+        await self._gates(ctx, "pre", result)
+        pushes = agent.agent_type is AgentType.WORKER or self.push_non_workers
+        if not pushes:
+            await self._gates(ctx, "post", result)
+            return result
+        try:
+            message = (inp.outcome.summary or f"{agent.task_id}: agent changes").strip()
+            commit = await commit_all(
+                ws.worktree,
+                message,
+                author_name=self.settings.git_author_name,
+                author_email=self.settings.git_author_email,
+                trailers={"Mosaic-Task": agent.task_id, "Mosaic-Agent": agent.agent_id},
+            )
+        except OrchestratorError as exc:
+            raise AgentFailure("commit", exc.message, details=result) from exc
+        if commit is None:
+            result.commit = None
+            result.note = "no changes: nothing committed or pushed"  # type: ignore[attr-defined]
+            return result
+        result.commit = commit
+        await self._emit(agent, EventType.GIT_COMMITTED, {"commit": commit, "branch": ws.branch})
+        ctx.commit = commit
+        await self._gates(ctx, "post", result)
+        await self._scan(agent, ws, result)
+        await self._conflicts(agent, inp.request, ws, result)
+        try:
+            await push(ws.worktree)
+        except OrchestratorError as exc:
+            raise AgentFailure("push", exc.message, details=result) from exc
+        result.pushed = True
+        ws.pushed = True
+        await self._emit(agent, EventType.GIT_PUSHED, {"commit": commit, "branch": ws.branch})
+        return result
+
+    def _gate_context(self, inp: FinishInput) -> GateContext:
+        agent, ws = inp.agent, inp.workspace
+        assert ws.launch is not None
+        template: SandboxSpec = replace(
+            ws.launch.spec, rw_binds=(), ro_binds=ws.launch.spec.ro_binds
+        )
+        executor = SandboxExecutor(self.sandbox, template, self.paths.agent_dir(agent.agent_id))
+
+        async def emit(type_: str, data: dict[str, Any]) -> None:
+            await self._emit(agent, type_, data)
+
+        return GateContext(
+            agent_id=agent.agent_id,
+            task_id=agent.task_id,
+            agent_type=agent.agent_type.value,
+            profile=agent.gate_profile.value,
+            worktree=ws.path,
+            executor=executor,
+            emit=emit,
+            custom_gates=inp.request.context.gates,
+            base_sha=ws.worktree.base_sha,
+            ai_review=self.ai_review(agent, ws) if self.ai_review else None,
+        )
+
+    async def _gates(self, ctx: GateContext, phase: str, result: AgentResult) -> None:
+        results: list[GateResult] = await self.gates.run(ctx, phase)  # type: ignore[arg-type]
+        result.gates.extend(r.model_dump(mode="json") for r in results)
+        blocking = [r for r in results if r.blocking]
+        if blocking:
+            first = blocking[0]
+            tail = first.reason or first.output_tail.strip().splitlines()[-1:] or [""]
+            detail = tail if isinstance(tail, str) else (tail[0] if tail else "")
+            raise AgentFailure(
+                "gates",
+                f"{first.name} {first.status.value}" + (f": {detail[:300]}" if detail else ""),
+                details=result,
+            )
+
+    async def _scan(self, agent: AgentState, ws: Workspace, result: AgentResult) -> None:
+        findings = await scan_commits(ws.path, f"{ws.worktree.base_sha}..HEAD")
+        result.scan = {
+            "findings": [
+                {
+                    "path": f.path,
+                    "line": f.line,
+                    "rule": f.rule,
+                    "masked": f.masked,
+                    "commit": f.commit,
+                }
+                for f in findings
+            ]
+        }
+        if findings:
+            await self._emit(agent, EventType.SECRET_DETECTED, result.scan)
+            rules = sorted({f.rule for f in findings})
+            raise AgentFailure(
+                "secrets",
+                f"{len(findings)} secret(s) found ({', '.join(rules)}); push blocked",
+                details=result,
+            )
+
+    async def _conflicts(
+        self, agent: AgentState, request: SpawnRequest, ws: Workspace, result: AgentResult
+    ) -> None:
+        try:
+            files = await check_conflicts(ws.worktree, request.context.branch)
+        except OrchestratorError as exc:
+            raise AgentFailure("conflicts", exc.message, details=result) from exc
+        result.conflicts = files
+        if files:
+            await self._emit(
+                agent, EventType.GIT_CONFLICT, {"files": files, "target": request.context.branch}
+            )
+            raise AgentFailure(
+                "conflicts",
+                f"conflicts with {request.context.branch} in {', '.join(files[:10])}",
+                details=result,
+            )

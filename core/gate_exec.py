@@ -1,0 +1,50 @@
+"""A gate command executor that runs each command in a fresh sandbox of the agent's policy."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from core.gates import CommandResult
+from core.logtail import tail_lines
+from sandbox import Sandbox, SandboxSpec
+
+
+class SandboxExecutor:
+    """``CommandExecutor`` over a ``Sandbox``: same limits and isolation as the agent itself."""
+
+    def __init__(self, sandbox: Sandbox, template: SandboxSpec, log_root: Path) -> None:
+        self.sandbox = sandbox
+        self.template = template
+        self.log_root = log_root
+        self._counter = itertools.count(1)
+
+    async def __call__(self, command: str, *, cwd: Path, timeout_s: float) -> CommandResult:
+        n = next(self._counter)
+        log_dir = self.log_root / f"gate-{n}"
+        spec = replace(
+            self.template,
+            agent_id=f"{self.template.agent_id}-gate-{n}",
+            argv=["/bin/sh", "-c", command],
+            workdir=cwd,
+            log_dir=log_dir,
+        )
+        started = time.monotonic()
+        process = await self.sandbox.start(spec)
+        timed_out = False
+        try:
+            try:
+                exit_code = await asyncio.wait_for(process.wait(), timeout_s)
+            except TimeoutError:
+                timed_out = True
+                await process.kill(0.5)
+                exit_code = await process.wait()
+        finally:
+            await process.cleanup()
+        output = "\n".join(
+            tail_lines(log_dir / "stdout.log", 200) + tail_lines(log_dir / "stderr.log", 100)
+        )
+        return CommandResult(exit_code, output, timed_out, time.monotonic() - started)

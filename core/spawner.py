@@ -1,0 +1,289 @@
+"""The spawner: runs one agent through explicit stages.
+
+prepare workspace (cached clone + worktree) -> start the agent in its sandbox -> follow it
+(monitor, kill requests) -> finish (commit, gates, scan, conflict check, push) -> clean up.
+
+Every resource is registered on an ``AsyncExitStack`` as soon as it exists, so success, failure,
+kill and cancellation all release it. The spawner owns the instance's live-agent slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import AgentFailure, IllegalTransition, NotFound, OrchestratorError
+from core.finish import Finisher, FinishInput
+from core.launch import AgentLauncher, SandboxPolicy
+from core.lifecycle import Lifecycle
+from core.logtail import last_line, tail_lines
+from core.models import AgentResult, AgentState, AgentStatus, Event, EventType, SpawnRequest
+from core.monitor import Monitor
+from core.paths import StatePaths
+from core.queue import GiveUp, RetryLater
+from core.settings import Settings
+from core.store import StateStore
+from core.workspace import Workspace, WorkspaceManager
+from sandbox import Sandbox, SandboxError, SandboxProcess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentRun:
+    """A live agent on this instance."""
+
+    agent_id: str
+    kill_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    process: SandboxProcess | None = None
+    failure: str | None = None
+    """Set by the monitor when it ends the agent (budget, stuck): the agent fails with it."""
+
+
+class Spawner:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: StateStore,
+        lifecycle: Lifecycle,
+        sandbox: Sandbox,
+        workspaces: WorkspaceManager,
+        launcher: AgentLauncher,
+        finisher: Finisher,
+        paths: StatePaths,
+        instance: str,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.lifecycle = lifecycle
+        self.sandbox = sandbox
+        self.workspaces = workspaces
+        self.launcher = launcher
+        self.finisher = finisher
+        self.paths = paths
+        self.instance = instance
+        self.live: dict[str, AgentRun] = {}
+        self._slots = asyncio.Semaphore(settings.max_concurrent_agents)
+
+    # -- kill ----------------------------------------------------------------------------------
+    def request_kill(self, agent_id: str) -> AgentRun | None:
+        run = self.live.get(agent_id)
+        if run is not None:
+            run.kill_requested.set()
+        return run
+
+    async def wait_stopped(self, agent_id: str, timeout: float) -> bool:
+        run = self.live.get(agent_id)
+        if run is None:
+            return True
+        try:
+            await asyncio.wait_for(run.done.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- the job -------------------------------------------------------------------------------
+    async def run(self, agent_id: str, attempt: int, max_attempts: int) -> dict[str, Any]:
+        agent = await self.store.find_agent(agent_id)
+        if agent is None or agent.status.final:
+            return {"skipped": f"agent is {agent.status.value if agent else 'gone'}"}
+        task = await self.store.get_task(agent.task_id)
+        if task is None or task.agent_id != agent_id:
+            await self._fail(agent_id, "task state missing")
+            return {"skipped": "task state missing"}
+        async with self._slots:
+            run = AgentRun(agent_id)
+            self.live[agent_id] = run
+            try:
+                return await self._attempt(run, agent, task.request, attempt, max_attempts)
+            finally:
+                self.live.pop(agent_id, None)
+                run.done.set()
+
+    async def _attempt(
+        self,
+        run: AgentRun,
+        agent: AgentState,
+        request: SpawnRequest,
+        attempt: int,
+        max_attempts: int,
+    ) -> dict[str, Any]:
+        recovered = agent.status is AgentStatus.RUNNING
+        await self.store.emit(
+            Event(
+                type=EventType.TASK_STARTED,
+                agent_id=agent.agent_id,
+                task_id=agent.task_id,
+                data={"attempt": attempt, "instance": self.instance, "recovered": recovered},
+            )
+        )
+        agent = await self.lifecycle.update(
+            agent.agent_id, lambda a: {"attempts": attempt, "instance": self.instance}
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                workspace = await self.workspaces.prepare(agent, request, stack)
+                process = await self._start(run, agent, request, workspace, stack)
+            except (AgentFailure, SandboxError, OrchestratorError) as exc:
+                stage = exc.stage if isinstance(exc, AgentFailure) else "sandbox"
+                message = exc.message if isinstance(exc, OrchestratorError) else str(exc)
+                return await self._attempt_failed(agent, stage, message, attempt, max_attempts)
+            if run.kill_requested.is_set():
+                return {"status": "killed"}
+            try:
+                if recovered:
+                    await self.lifecycle.update(
+                        agent.agent_id, lambda a: _started(process, workspace)
+                    )
+                else:
+                    await self.lifecycle.transition(
+                        agent.agent_id,
+                        AgentStatus.RUNNING,
+                        data={"pid": process.pid, "worktree": str(workspace.path)},
+                        **_started(process, workspace),
+                    )
+            except (IllegalTransition, NotFound):
+                return {"status": "killed"}  # killed while starting; the stack cleans up
+            exit_code = await self._follow(run, agent, process)
+            if run.kill_requested.is_set():
+                return {"status": "killed"}
+            return await self._finish(run, agent, request, workspace, process, exit_code)
+
+    async def _start(
+        self,
+        run: AgentRun,
+        agent: AgentState,
+        request: SpawnRequest,
+        workspace: Workspace,
+        stack: contextlib.AsyncExitStack,
+    ) -> SandboxProcess:
+        agent_dir = self.paths.agent_dir(agent.agent_id)
+        agent_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("stdout.log", "stderr.log"):
+            (agent_dir / name).unlink(missing_ok=True)  # a retry starts with fresh logs
+        policy = SandboxPolicy.from_settings(
+            self.settings,
+            readonly=workspace.readonly_paths,
+            hidden=[self.paths.root, Path.home()],
+        )
+        launch = await self.launcher.prepare(
+            agent, request, worktree=workspace.path, agent_dir=agent_dir, policy=policy, stack=stack
+        )
+        process = await self.sandbox.start(launch.spec)
+        stack.push_async_callback(process.cleanup)
+        stack.push_async_callback(process.kill, self.settings.kill_grace_s)
+        run.process = process
+        workspace.launch = launch
+        return process
+
+    async def _follow(self, run: AgentRun, agent: AgentState, process: SandboxProcess) -> int:
+        waiter = asyncio.create_task(process.wait())
+        killer = asyncio.create_task(run.kill_requested.wait())
+        monitor = Monitor(self.settings, self.lifecycle, self.paths.agent_dir(agent.agent_id))
+        watcher = asyncio.create_task(monitor.watch(agent.agent_id, process, run))
+        watcher.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            await asyncio.wait({waiter, killer}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                await process.kill(self.settings.kill_grace_s)
+            return await waiter
+        finally:
+            for task in (killer, watcher):
+                task.cancel()
+            await asyncio.gather(killer, watcher, return_exceptions=True)
+            if not waiter.done():
+                waiter.cancel()
+                await asyncio.gather(waiter, return_exceptions=True)
+
+    async def _finish(
+        self,
+        run: AgentRun,
+        agent: AgentState,
+        request: SpawnRequest,
+        workspace: Workspace,
+        process: SandboxProcess,
+        exit_code: int,
+    ) -> dict[str, Any]:
+        agent_dir = self.paths.agent_dir(agent.agent_id)
+        stats = await process.stats()
+        assert workspace.launch is not None
+        outcome = workspace.launch.outcome(last_line(agent_dir / "stdout.log"))
+        result = AgentResult(exit_code=exit_code, branch=workspace.branch, usage=outcome.usage)
+        error: str | None = None
+        if run.failure:
+            error = run.failure
+        elif stats.oom_killed:
+            error = f"sandbox: memory limit ({self.settings.sandbox_default_memory_mb} MB) exceeded"
+        elif exit_code != 0:
+            tail = " | ".join(tail_lines(agent_dir / "stderr.log", 3))
+            error = f"agent: exited with code {exit_code}" + (f": {tail[:500]}" if tail else "")
+        else:
+            try:
+                result = await self.finisher.finish(
+                    FinishInput(agent, request, workspace, outcome, result, process)
+                )
+            except AgentFailure as exc:
+                error = exc.message
+                result = exc.details if isinstance(exc.details, AgentResult) else result
+        status = AgentStatus.FAILED if error else AgentStatus.COMPLETED
+        if result.pushed:
+            workspace.pushed = True
+        try:
+            await self.lifecycle.transition(
+                agent.agent_id,
+                status,
+                error=error,
+                summary=outcome.summary,
+                result=result,
+                data={"exitCode": exit_code, "summary": outcome.summary},
+            )
+        except IllegalTransition:
+            return {"status": "killed"}
+        if status is AgentStatus.FAILED:
+            raise GiveUp(error)
+        return {"status": status.value, "exitCode": exit_code}
+
+    async def _attempt_failed(
+        self, agent: AgentState, stage: str, message: str, attempt: int, max_attempts: int
+    ) -> dict[str, Any]:
+        error = f"{stage}: {message}" if not message.startswith(f"{stage}:") else message
+        log.warning(
+            "attempt %d/%d failed: %s",
+            attempt,
+            max_attempts,
+            error,
+            extra={"agent_id": agent.agent_id, "task_id": agent.task_id},
+        )
+        if attempt < max_attempts:
+            delay_ms = self.settings.queue_backoff_ms * 2 ** (attempt - 1)
+            await self.store.emit(
+                Event(
+                    type=EventType.TASK_RETRYING,
+                    agent_id=agent.agent_id,
+                    task_id=agent.task_id,
+                    data={"attempt": attempt, "error": error, "nextDelayMs": delay_ms},
+                )
+            )
+            await self.lifecycle.update(agent.agent_id, lambda a: {"error": error})
+            raise RetryLater(error)
+        await self._fail(agent.agent_id, error)
+        raise GiveUp(error)
+
+    async def _fail(self, agent_id: str, error: str) -> None:
+        with contextlib.suppress(IllegalTransition, NotFound):
+            await self.lifecycle.transition(agent_id, AgentStatus.FAILED, error=error)
+
+
+def _started(process: SandboxProcess, workspace: Workspace) -> dict[str, Any]:
+    return {
+        "pid": process.pid,
+        "sandbox": process.handle,
+        "worktree": str(workspace.path),
+        "branch": workspace.branch,
+    }
