@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from core import git as gitops
 from core.errors import AgentFailure, OrchestratorError
 from core.gate_exec import SandboxExecutor
 from core.gates import GateContext, GateResult, GateRunner
-from core.git import check_conflicts, commit_all, push, scan_commits
 from core.launch import LaunchOutcome
 from core.models import AgentResult, AgentState, AgentType, Event, EventType, SpawnRequest
 from core.paths import StatePaths
@@ -77,7 +77,7 @@ class Finisher:
             return result
         try:
             message = (inp.outcome.summary or f"{agent.task_id}: agent changes").strip()
-            commit = await commit_all(
+            commit = await gitops.commit_all(
                 ws.worktree,
                 message,
                 author_name=self.settings.git_author_name,
@@ -97,7 +97,7 @@ class Finisher:
         await self._scan(agent, ws, result)
         await self._conflicts(agent, inp.request, ws, result)
         try:
-            await push(ws.worktree)
+            await gitops.push(ws.worktree)
         except OrchestratorError as exc:
             raise AgentFailure("push", exc.message, details=result) from exc
         result.pushed = True
@@ -144,7 +144,7 @@ class Finisher:
             )
 
     async def _scan(self, agent: AgentState, ws: Workspace, result: AgentResult) -> None:
-        findings = await scan_commits(ws.path, f"{ws.worktree.base_sha}..HEAD")
+        findings = await gitops.scan_commits(ws.path, f"{ws.worktree.base_sha}..HEAD")
         result.scan = {
             "findings": [
                 {
@@ -170,7 +170,7 @@ class Finisher:
         self, agent: AgentState, request: SpawnRequest, ws: Workspace, result: AgentResult
     ) -> None:
         try:
-            files = await check_conflicts(ws.worktree, request.context.branch)
+            files = await gitops.check_conflicts(ws.worktree, request.context.branch)
         except OrchestratorError as exc:
             raise AgentFailure("conflicts", exc.message, details=result) from exc
         result.conflicts = files

@@ -21,10 +21,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 
-from core.errors import NotReady
+from core.errors import ConfigError, NotReady
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -141,13 +142,38 @@ class EmbeddedValkey:
             await proc.wait()
 
 
+def _url_kwargs(url: str) -> dict[str, Any]:
+    """redis-py client kwargs for ``redis://``, ``rediss://`` and ``unix://`` URLs."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    kwargs: dict[str, Any] = {}
+    if parts.scheme == "unix":
+        kwargs["unix_socket_path"] = parts.path
+    elif parts.scheme in ("redis", "rediss", "valkey", "valkeys"):
+        kwargs["host"] = parts.hostname or "localhost"
+        kwargs["port"] = parts.port or 6379
+        if parts.scheme.endswith("s"):
+            kwargs["ssl"] = True
+        if parts.path.strip("/").isdigit():
+            kwargs["db"] = int(parts.path.strip("/"))
+    else:
+        raise ConfigError(f"invalid configuration: VALKEY_URL: unsupported scheme {parts.scheme!r}")
+    if "db" in query:
+        kwargs["db"] = int(query["db"][0])
+    if parts.username:
+        kwargs["username"] = unquote(parts.username)
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    return kwargs
+
+
 @contextlib.asynccontextmanager
 async def open_valkey(settings: Settings) -> AsyncIterator[ValkeyEndpoint]:
     """Yield the endpoint to use, starting (and finally stopping) the embedded server if needed."""
     if not settings.embedded_valkey:
         kwargs: dict[str, Any]
         if settings.valkey_url:
-            kwargs = aioredis.connection.parse_url(settings.valkey_url)
+            kwargs = _url_kwargs(settings.valkey_url)
         else:
             kwargs = {
                 "host": settings.valkey_host or "localhost",
