@@ -99,11 +99,11 @@ class ModelGateway:
         *,
         auth_header: Literal["bearer", "x-api-key"] = "bearer",
     ) -> None:
-        base = upstream or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAM
-        problem = model_config_problem(api_key, base)
+        configured = upstream or os.environ.get("ANTHROPIC_BASE_URL") or None
+        problem = model_config_problem(api_key, configured)
         if problem:
             raise GatewayError(problem)
-        self.upstream = base.rstrip("/")
+        self.upstream = (configured or DEFAULT_UPSTREAM).rstrip("/")
         self._api_key = api_key
         self._auth_header = auth_header
         self.prices = prices
