@@ -29,6 +29,9 @@ build-backend = "setuptools.build_meta"
 [tool.setuptools]
 packages = ["sample"]
 
+[tool.pytest.ini_options]
+pythonpath = ["."]
+
 [tool.ruff]
 line-length = 100
 
@@ -159,14 +162,10 @@ def recorder() -> Recorder:
 def make_ctx(executor: SubprocessExecutor, recorder: Recorder) -> Iterator[Any]:
     def build(worktree: Path, profile: str = "standard", **kw: Any) -> GateContext:
         kw.setdefault("agent_type", "worker")
+        kw.setdefault("executor", executor)
+        kw.setdefault("emit", recorder)
         return GateContext(
-            agent_id="agent-1",
-            task_id="task-1",
-            profile=profile,
-            worktree=worktree,
-            executor=executor,
-            emit=recorder,
-            **kw,
+            agent_id="agent-1", task_id="task-1", profile=profile, worktree=worktree, **kw
         )
 
     yield build
