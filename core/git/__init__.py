@@ -1,0 +1,46 @@
+"""Git workflow for agents: clone cache, worktrees, commits, conflicts, push, secret scanning."""
+
+from core.git.cache import RepoCache
+from core.git.commits import commit_all, diff_text, new_commits
+from core.git.errors import (
+    BaseNotFound,
+    CloneFailed,
+    FetchFailed,
+    GitError,
+    InvalidBranch,
+    InvalidRepository,
+    PushRejected,
+    ScanError,
+    WorktreeError,
+)
+from core.git.validation import validate_branch, validate_repository
+from core.git.worktrees import (
+    Worktree,
+    create_worktree,
+    git_metadata_paths,
+    prune_worktrees,
+    remove_worktree,
+)
+
+__all__ = [
+    "BaseNotFound",
+    "CloneFailed",
+    "FetchFailed",
+    "GitError",
+    "InvalidBranch",
+    "InvalidRepository",
+    "PushRejected",
+    "RepoCache",
+    "ScanError",
+    "Worktree",
+    "WorktreeError",
+    "commit_all",
+    "create_worktree",
+    "diff_text",
+    "git_metadata_paths",
+    "new_commits",
+    "prune_worktrees",
+    "remove_worktree",
+    "validate_branch",
+    "validate_repository",
+]
