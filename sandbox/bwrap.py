@@ -90,7 +90,14 @@ class BwrapProcess:
         return rc
 
     def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to every process in the sandbox.
+
+        Except for SIGKILL, bwrap itself (our direct child) is skipped: it exits with the agent's
+        status once the agent exits, while a TERM would make it die first and SIGKILL the agent.
+        """
         for pid in self._members():
+            if pid == self._proc.pid and sig != signal.SIGKILL:
+                continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
 

@@ -241,25 +241,28 @@ class AgentCgroup:
             time.sleep(0.002)
 
     def remove(self, timeout_s: float = 5.0) -> bool:
-        """Kill what is left and remove the directories; True when all are gone."""
-        if not self.exists():
-            return True
-        self.kill(timeout_s)
+        """Kill what is left and remove the directories; True when all are gone.
+
+        Kill and rmdir alternate until the deadline: a launcher that had not yet written its pid
+        when we first looked may enter the cgroup meanwhile (or fail closed once it is gone).
+        """
         deadline = time.monotonic() + timeout_s
-        ok = True
-        for d in self.dirs:
-            while d.is_dir():
+        while True:
+            self.kill(max(0.0, deadline - time.monotonic()))
+            error: OSError | None = None
+            for d in self.dirs:
                 try:
                     d.rmdir()
                 except FileNotFoundError:
-                    break
+                    pass
                 except OSError as exc:
-                    if time.monotonic() > deadline:
-                        log.warning("cannot remove cgroup", extra={"cgroup": str(d), "error": str(exc)})
-                        ok = False
-                        break
-                    time.sleep(0.02)
-        return ok
+                    error = exc
+            if error is None:
+                return True
+            if time.monotonic() > deadline:
+                log.warning("cannot remove cgroup", extra={"cgroup": self.path, "error": str(error)})
+                return False
+            time.sleep(0.02)
 
 
 class CgroupManager:
