@@ -2,6 +2,7 @@
 
 from core.git.cache import RepoCache
 from core.git.commits import commit_all, diff_text, new_commits
+from core.git.conflicts import check_conflicts
 from core.git.errors import (
     BaseNotFound,
     CloneFailed,
@@ -13,6 +14,7 @@ from core.git.errors import (
     ScanError,
     WorktreeError,
 )
+from core.git.push import push
 from core.git.validation import validate_branch, validate_repository
 from core.git.worktrees import (
     Worktree,
@@ -34,12 +36,14 @@ __all__ = [
     "ScanError",
     "Worktree",
     "WorktreeError",
+    "check_conflicts",
     "commit_all",
     "create_worktree",
     "diff_text",
     "git_metadata_paths",
     "new_commits",
     "prune_worktrees",
+    "push",
     "remove_worktree",
     "validate_branch",
     "validate_repository",
