@@ -29,7 +29,13 @@ from core.gates.models import (
     GateStatus,
     Phase,
 )
-from core.gates.profiles import GatesConfig, default_config, gates_for, split_by_phase
+from core.gates.profiles import (
+    GatesConfig,
+    default_config,
+    gates_for,
+    resolve_profile,
+    split_by_phase,
+)
 from core.gates.repo_config import RepoGateConfig, load_repo_config
 from core.gates.report import GateReporter, result_of
 
@@ -99,7 +105,13 @@ class CoordinatorGateRunner:
         repo: RepoGateConfig | None = None
         setup_error: str | None = None
         try:
-            repo = await asyncio.to_thread(load_repo_config, ctx.worktree, ctx.base_sha)
+            # Only a custom profile without gates in the request needs the repository's list;
+            # otherwise the Coordinator applies the repository's configuration itself.
+            if (
+                resolve_profile(ctx.profile, ctx.agent_type, cfg) == "custom"
+                and not ctx.custom_gates
+            ):
+                repo = await asyncio.to_thread(load_repo_config, ctx.worktree, ctx.base_sha)
             gates = gates_for(ctx.profile, ctx.agent_type, ctx.custom_gates, repo, config=cfg)
         except (GateConfigError, ValidationFailed) as exc:
             gates, setup_error = [], exc.message

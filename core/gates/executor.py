@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,27 @@ from core.gates.models import CommandResult
 log = logging.getLogger(__name__)
 
 _DRAIN_S = 2.0
+
+
+class _Collector(asyncio.SubprocessProtocol):
+    """Keeps the tail of the output and signals process exit and pipe closure separately."""
+
+    def __init__(self, limit: int) -> None:
+        self.buffer = bytearray()
+        self.limit = limit
+        self.exited = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        self.buffer.extend(data)
+        if len(self.buffer) > self.limit:
+            del self.buffer[: len(self.buffer) - self.limit]
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
 
 
 class SubprocessExecutor:
@@ -41,68 +63,59 @@ class SubprocessExecutor:
 
     async def __call__(self, command: str, *, cwd: Path, timeout_s: float) -> CommandResult:
         started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.subprocess_exec(
+            lambda: _Collector(self._max),
             "sh",
             "-c",
             command,
             cwd=cwd,
             env=self._env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        buffer = bytearray()
-        reader = asyncio.create_task(self._read(proc, buffer))
+        pid = transport.get_pid()
         timed_out = False
         try:
             try:
                 async with asyncio.timeout(timeout_s):
-                    exit_code = await proc.wait()
+                    await proto.exited.wait()
             except TimeoutError:
                 timed_out = True
-                await _kill_tree(proc.pid)
-                exit_code = await proc.wait()
+                await _kill_tree(pid)
+                await proto.exited.wait()
                 log.warning(
                     "gate command timed out; process tree killed",
-                    extra={"command": command, "timeout_s": timeout_s, "pid": proc.pid},
+                    extra={"command": command, "timeout_s": timeout_s, "pid": pid},
                 )
             # Whatever the command left running in its process group goes too.
-            _killpg(proc.pid)
-            await _drain(reader)
+            _killpg(pid)
+            await _drain(proto)
         except BaseException:
             # Cancelled (or failed) while running: leave nothing behind, then re-raise.
-            if proc.returncode is None:
-                await asyncio.shield(_kill_tree(proc.pid))
-                await asyncio.shield(proc.wait())
+            if not proto.exited.is_set():
+                await asyncio.shield(_kill_tree(pid))
             else:
-                _killpg(proc.pid)
-            reader.cancel()
+                _killpg(pid)
             raise
-        output = buffer.decode("utf-8", errors="replace")
+        finally:
+            transport.close()
+        exit_code = transport.get_returncode()
         return CommandResult(
-            exit_code=exit_code,
-            output=output,
+            exit_code=exit_code if exit_code is not None else -1,
+            output=proto.buffer.decode("utf-8", errors="replace"),
             timed_out=timed_out,
             duration_s=time.monotonic() - started,
         )
 
-    async def _read(self, proc: asyncio.subprocess.Process, buffer: bytearray) -> None:
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(65536):
-            buffer.extend(chunk)
-            if len(buffer) > self._max:
-                del buffer[: len(buffer) - self._max]
 
-
-async def _drain(reader: asyncio.Task[None]) -> None:
+async def _drain(proto: _Collector) -> None:
     """Wait for the output to reach EOF; give up when an escaped process still holds the pipe."""
     try:
-        await asyncio.wait_for(asyncio.shield(reader), _DRAIN_S)
+        await asyncio.wait_for(proto.closed.wait(), _DRAIN_S)
     except TimeoutError:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
         log.warning("gate command output still open after exit; an escaped process holds it")
 
 
