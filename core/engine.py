@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from core.agents import ModelGateway, PriceTable, model_config_problem
+from core.claude_launcher import ClaudeLauncher
 from core.engine_api import KillAllResult, QueueStats, SpawnResponse
 from core.errors import Conflict, NotReady, ValidationFailed
 from core.events import EventBus
@@ -34,6 +36,7 @@ from core.models import (
     GateProfile,
     SpawnRequest,
     TaskState,
+    Usage,
     new_agent_id,
 )
 from core.paths import StatePaths
@@ -105,7 +108,7 @@ class Engine:
             store = StateStore(client, stream_maxlen=settings.event_stream_maxlen)
             lifecycle = Lifecycle(store)
             sandbox = _make_sandbox(settings)
-            launcher, problem = _make_launcher(settings)
+            launcher, problem = await _make_launcher(settings, lifecycle, stack)
             finisher = Finisher(
                 settings=settings,
                 store=store,
@@ -301,12 +304,35 @@ def _make_sandbox(settings: Settings) -> Sandbox:
         raise NotReady(f"sandbox backend {settings.sandbox_backend!r}: {exc}") from None
 
 
-def _make_launcher(settings: Settings) -> tuple[AgentLauncher, str | None]:
+async def _make_launcher(
+    settings: Settings, lifecycle: Lifecycle, stack: contextlib.AsyncExitStack
+) -> tuple[AgentLauncher, str | None]:
+    """The external agent command when configured, else the built-in Claude runtime."""
     if settings.mosaic_agent_command:
         return ExternalCommandLauncher(settings.mosaic_agent_command), None
-    return ExternalCommandLauncher("false"), (
-        "no agent runtime configured: set MOSAIC_AGENT_COMMAND"
+    problem = model_config_problem(settings.model_api_key, settings.anthropic_base_url)
+    if problem:
+        return ExternalCommandLauncher("false"), f"{problem} (or MOSAIC_AGENT_COMMAND)"
+
+    async def record_usage(agent_id: str, delta: Usage) -> None:
+        def add(agent: AgentState) -> dict[str, Any]:
+            u = agent.usage
+            return {
+                "usage": Usage(
+                    input_tokens=u.input_tokens + delta.input_tokens,
+                    output_tokens=u.output_tokens + delta.output_tokens,
+                    cost_usd=round(u.cost_usd + delta.cost_usd, 6),
+                    turns=u.turns + delta.turns,
+                )
+            }
+
+        await lifecycle.update(agent_id, add)
+
+    gateway = ModelGateway(
+        settings.anthropic_base_url, settings.model_api_key, PriceTable.load(), record_usage
     )
+    stack.push_async_callback(gateway.close)
+    return ClaudeLauncher(settings, gateway), None
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -26,6 +26,8 @@ class LaunchOutcome:
     summary: str | None
     verdict: dict[str, Any] | None = None
     usage: Usage | None = None
+    error: str | None = None
+    """Why the session failed, as the runtime reported it (e.g. a budget)."""
 
 
 @dataclass

@@ -220,6 +220,8 @@ class Spawner:
             error = run.failure
         elif stats.oom_killed:
             error = f"sandbox: memory limit ({self.settings.sandbox_default_memory_mb} MB) exceeded"
+        elif exit_code != 0 and outcome.error:
+            error = outcome.error if ":" in outcome.error else f"agent: {outcome.error}"
         elif exit_code != 0:
             tail = " | ".join(tail_lines(agent_dir / "stderr.log", 3))
             error = f"agent: exited with code {exit_code}" + (f": {tail[:500]}" if tail else "")

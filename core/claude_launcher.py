@@ -1,0 +1,135 @@
+"""The built-in Claude runtime as an agent launcher.
+
+Each agent gets a private I/O directory outside the state directory (bound read-write into its
+sandbox) holding its runtime config, its transcript and its model-gateway socket; the API key
+stays in the orchestrator's gateway and never enters the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from core.agents import (
+    AgentRuntimeError,
+    ModelGateway,
+    build_prompts,
+    build_runtime_config,
+    parse_runtime_result,
+    runtime_argv,
+    runtime_ro_binds,
+)
+from core.launch import Launch, LaunchOutcome, SandboxPolicy, base_env
+from core.models import AgentState, SpawnRequest
+from core.settings import Settings
+from sandbox import SandboxSpec
+from sandbox.runtime_binds import python_binds
+
+
+def io_root() -> Path:
+    """A short path (Unix sockets allow ~100 bytes) that is not under the state directory."""
+    for candidate in (Path("/run/mosaic-agents"), Path(tempfile.gettempdir()) / "mosaic-agents"):
+        try:
+            candidate.mkdir(mode=0o711, parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(candidate, os.W_OK):
+            return candidate
+    raise OSError("no writable directory for agent I/O")
+
+
+class ClaudeLaunch(Launch):
+    def outcome(self, last_stdout_line: str | None) -> LaunchOutcome:
+        if not last_stdout_line:
+            return LaunchOutcome(summary=None, error="the agent runtime printed no result")
+        try:
+            result = parse_runtime_result(last_stdout_line)
+        except AgentRuntimeError as exc:
+            return LaunchOutcome(summary=last_stdout_line, error=str(exc))
+        verdict = result.verdict.model_dump() if result.verdict else None
+        error = None
+        if result.status == "failed":
+            error = f"budget: {result.error}" if result.budget else (result.error or "failed")
+        return LaunchOutcome(
+            summary=result.summary or None, verdict=verdict, usage=result.usage, error=error
+        )
+
+
+class ClaudeLauncher:
+    def __init__(self, settings: Settings, gateway: ModelGateway) -> None:
+        self.settings = settings
+        self.gateway = gateway
+
+    async def prepare(
+        self,
+        agent: AgentState,
+        request: SpawnRequest,
+        *,
+        worktree: Path,
+        agent_dir: Path,
+        policy: SandboxPolicy,
+        stack: contextlib.AsyncExitStack,
+    ) -> Launch:
+        io_dir = await asyncio.to_thread(io_root) / agent.agent_id
+        await asyncio.to_thread(shutil.rmtree, io_dir, True)
+        await asyncio.to_thread(io_dir.mkdir, 0o700)
+        stack.push_async_callback(self._collect, io_dir, agent_dir)
+        endpoint = await stack.enter_async_context(
+            self.gateway.serve_agent(agent.agent_id, io_dir, self.settings.agent_max_tokens)
+        )
+        ctx = request.context
+        system, prompt = build_prompts(
+            agent.agent_type, agent.task_id, ctx.work_items, ctx.skills, ctx.instructions
+        )
+        config = build_runtime_config(
+            agent_id=agent.agent_id,
+            role=agent.agent_type,
+            system=system,
+            prompt=prompt,
+            model=self.settings.mosaic_model,
+            socket=endpoint.socket_path,
+            token=endpoint.token,
+            workdir=worktree,
+            transcript=io_dir / "transcript.jsonl",
+            max_turns=self.settings.agent_max_turns,
+            max_tokens=self.settings.agent_max_tokens,
+            max_wall_s=self.settings.agent_max_wall_s,
+        )
+        config_path = io_dir / "config.json"
+        await asyncio.to_thread(config_path.write_text, json.dumps(config))
+        config_path.chmod(0o600)
+        env = base_env(worktree)
+        spec = SandboxSpec(
+            agent_id=agent.agent_id,
+            argv=runtime_argv(config_path),
+            workdir=worktree,
+            env=env,
+            log_dir=agent_dir,
+            memory_mb=policy.memory_mb,
+            cpu_quota=policy.cpu_quota,
+            pids_max=policy.pids_max,
+            ro_binds=tuple(dict.fromkeys((*runtime_ro_binds(), *python_binds(sys.executable)))),
+            rw_binds=(io_dir,),
+            readonly_paths=policy.readonly_paths,
+            hidden_paths=policy.hidden_paths,
+        )
+        return ClaudeLaunch(spec)
+
+    @staticmethod
+    async def _collect(io_dir: Path, agent_dir: Path) -> None:
+        """Keep the transcript with the agent's logs; remove the I/O dir (config, socket)."""
+
+        def move() -> None:
+            transcript = io_dir / "transcript.jsonl"
+            if transcript.exists():
+                agent_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(transcript, agent_dir / "transcript.jsonl")
+            shutil.rmtree(io_dir, ignore_errors=True)
+
+        await asyncio.to_thread(move)
