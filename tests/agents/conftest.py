@@ -131,6 +131,14 @@ def runtime_command(config_path: Path) -> list[str]:
     return argv
 
 
+def module_command(module: str, *args: str) -> list[str]:
+    """``python -m module args``, under ``coverage run -p`` when this process is measured."""
+    prefix = _coverage_prefix()
+    if prefix:
+        return [sys.executable, *prefix, "-m", module, *args]
+    return [sys.executable, "-m", module, *args]
+
+
 def clean_env(home: Path) -> dict[str, str]:
     """What a spawner passes: an allowlist, never a key."""
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}

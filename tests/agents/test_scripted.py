@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +13,7 @@ import pytest
 
 from core.agents import Script, ScriptedModelServer, ScriptError, load_scripts
 from core.agents.scripts import load_script
+from tests.agents.conftest import module_command
 
 
 def user(text: str) -> list[dict[str, object]]:
@@ -135,15 +135,9 @@ def test_missing_script_files(tmp_path: Path) -> None:
 async def test_command_line_serves_until_terminated(tmp_path: Path) -> None:
     (tmp_path / "only.json").write_text(json.dumps({"name": "only", "turns": [], "final": "Hi."}))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.agents.scripted",
-        "--port",
-        "0",
-        "--scripts",
-        str(tmp_path),
-        "--default",
-        "only",
+        *module_command(
+            "core.agents.scripted", "--port", "0", "--scripts", str(tmp_path), "--default", "only"
+        ),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -166,11 +160,7 @@ async def test_command_line_serves_until_terminated(tmp_path: Path) -> None:
 
 async def test_command_line_reports_bad_scripts_dir(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.agents.scripted",
-        "--scripts",
-        str(tmp_path / "none"),
+        *module_command("core.agents.scripted", "--scripts", str(tmp_path / "none")),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
