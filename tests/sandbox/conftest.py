@@ -59,10 +59,11 @@ class Workspace:
         agent_id = kw.pop("agent_id", f"agent-{uuid.uuid4().hex[:8]}")
         ro = tuple(kw.pop("ro_binds", ())) + PY_BINDS
         env = kw.pop("env", {"PATH": "/usr/bin:/bin"})
+        workdir = kw.pop("workdir", self.worktree)
         return SandboxSpec(
             agent_id=agent_id,
             argv=argv,
-            workdir=self.worktree,
+            workdir=workdir,
             env=env,
             log_dir=self.logs,
             ro_binds=ro,
