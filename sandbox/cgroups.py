@@ -320,9 +320,15 @@ class CgroupManager:
         return sorted(names)
 
     def remove_parent(self) -> None:
-        """Remove the (empty) parent directories; used by tests and uninstall."""
-        for name in self.list_agents():
-            self.agent(name).remove(timeout_s=2.0)
+        """Kill everything under the parent and remove it, nested groups first (tests, uninstall)."""
+        nested: set[str] = set()
+        for h in self.layout.hierarchies:
+            for dirpath, _dirs, _files in os.walk(h / self.parent):
+                rel = os.path.relpath(dirpath, h / self.parent)
+                if rel != ".":
+                    nested.add(rel)
+        for rel in sorted(nested, key=lambda r: r.count("/"), reverse=True):
+            AgentCgroup(self.layout, self.parent, rel).remove(timeout_s=2.0)
         for h in self.layout.hierarchies:
             node = h / self.parent
             while node != h:
