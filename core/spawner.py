@@ -102,6 +102,12 @@ class Spawner:
             self.live[agent_id] = run
             try:
                 return await self._attempt(run, agent, task.request, attempt, max_attempts)
+            except (RetryLater, GiveUp, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # a bug must fail the agent, never leave it "running"
+                log.exception("agent run crashed", extra={"agent_id": agent_id})
+                await self._fail(agent_id, f"internal: {type(exc).__name__}: {exc}")
+                raise GiveUp(f"internal error: {exc}") from exc
             finally:
                 self.live.pop(agent_id, None)
                 run.done.set()
