@@ -154,7 +154,9 @@ class BwrapArgs:
         self._opts += ["--remount-ro", _abs(path)]
         return self
 
-    def tmpfs(self, path: PathLike, *, perms: int | None = None, size: int | None = None) -> BwrapArgs:
+    def tmpfs(
+        self, path: PathLike, *, perms: int | None = None, size: int | None = None
+    ) -> BwrapArgs:
         if perms is not None:
             self._perms(perms)
         if size is not None:

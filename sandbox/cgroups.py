@@ -149,7 +149,9 @@ class AgentCgroup:
 
     def _apply(self, limits: Limits) -> None:
         mem = limits.memory_mb * 1024 * 1024
-        quota = None if limits.cpu_quota is None else max(1000, int(limits.cpu_quota * _CFS_PERIOD_US))
+        quota = (
+            None if limits.cpu_quota is None else max(1000, int(limits.cpu_quota * _CFS_PERIOD_US))
+        )
         if self.layout.version == 2:
             d = self.dirs[0]
             _write(d / "memory.max", str(mem))
@@ -260,7 +262,9 @@ class AgentCgroup:
             if error is None:
                 return True
             if time.monotonic() > deadline:
-                log.warning("cannot remove cgroup", extra={"cgroup": self.path, "error": str(error)})
+                log.warning(
+                    "cannot remove cgroup", extra={"cgroup": self.path, "error": str(error)}
+                )
                 return False
             time.sleep(0.02)
 
@@ -320,7 +324,7 @@ class CgroupManager:
         return sorted(names)
 
     def remove_parent(self) -> None:
-        """Kill everything under the parent and remove it, nested groups first (tests, uninstall)."""
+        """Kill everything under the parent and remove it, nested groups first."""
         nested: set[str] = set()
         for h in self.layout.hierarchies:
             for dirpath, _dirs, _files in os.walk(h / self.parent):

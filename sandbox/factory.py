@@ -32,6 +32,4 @@ def create_sandbox(
         from sandbox.none import NoneSandbox
 
         return NoneSandbox()
-    raise SandboxError(
-        f"unknown sandbox backend {backend!r}: choose one of {', '.join(BACKENDS)}"
-    )
+    raise SandboxError(f"unknown sandbox backend {backend!r}: choose one of {', '.join(BACKENDS)}")

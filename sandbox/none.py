@@ -10,8 +10,10 @@ import contextlib
 import logging
 import os
 import signal
+from pathlib import Path
 
 from sandbox.base import SandboxError, SandboxHealth, SandboxSpec, SandboxStats
+from sandbox.policy import validate_spec
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,18 @@ class NoneProcess:
             await self._proc.wait()
 
 
+def _open_logs(log_dir: Path) -> tuple[int, int]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    out = os.open(log_dir / "stdout.log", flags, 0o640)
+    try:
+        err = os.open(log_dir / "stderr.log", flags, 0o640)
+    except OSError:
+        os.close(out)
+        raise
+    return out, err
+
+
 class NoneSandbox:
     name = "none"
 
@@ -73,23 +87,26 @@ class NoneSandbox:
         log.warning("sandbox backend 'none': agents run UNCONFINED (development only)")
 
     async def start(self, spec: SandboxSpec) -> NoneProcess:
-        spec.log_dir.mkdir(parents=True, exist_ok=True)
+        validate_spec(spec)
         try:
-            with (
-                open(spec.log_dir / "stdout.log", "ab") as out,
-                open(spec.log_dir / "stderr.log", "ab") as err,
-            ):
-                proc = await asyncio.create_subprocess_exec(
-                    *spec.argv,
-                    cwd=spec.workdir,
-                    env=spec.env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                )
+            out, err = await asyncio.to_thread(_open_logs, spec.log_dir)
+        except OSError as exc:
+            raise SandboxError(f"cannot open logs in {spec.log_dir}: {exc}") from exc
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                cwd=spec.workdir,
+                env=spec.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise SandboxError(f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(out)
+            os.close(err)
         return NoneProcess(spec.agent_id, proc)
 
     async def health(self) -> SandboxHealth:

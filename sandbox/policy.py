@@ -11,9 +11,9 @@ The sandbox starts from an empty root and sees only:
 
 ``spec.hidden_paths`` stay invisible even when a parent is bound: a hidden directory is covered by
 an empty read-only tmpfs, a hidden file by ``/dev/null``. A bind *inside* a hidden directory is an
-explicit exception and is applied on top of the mask (e.g. ``~`` hidden, one interpreter dir under it
-bound); the rest of the hidden directory stays invisible. Mounts are applied shallowest first so a
-parent never covers a child.
+explicit exception and is applied on top of the mask (e.g. ``~`` hidden, one interpreter
+directory under it bound); the rest of the hidden directory stays invisible. Mounts are applied
+shallowest first so a parent never covers a child.
 
 Namespaces: all of them (user, ipc, pid, net, uts, cgroup), no further user namespaces, no network
 unless ``spec.network``; ``--die-with-parent``, ``--new-session``, every capability dropped,

@@ -1,4 +1,4 @@
-"""Fixtures for the sandbox tests: real bwrap, real cgroups under a parent unique to this session."""
+"""Fixtures for the sandbox tests: real bwrap, real cgroups under a per-session parent."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from sandbox.bwrap import BwrapProcess, BwrapSandbox
 from sandbox.cgroups import CgroupManager
 from sandbox.runtime_binds import python_binds
 
-PYTHON = "/work/venv/bin/python" if os.path.exists("/work/venv/bin/python") else shutil.which(
-    "python3"
-) or "python3"
+PYTHON = (
+    "/work/venv/bin/python"
+    if os.path.exists("/work/venv/bin/python")
+    else shutil.which("python3") or "python3"
+)
 PY_BINDS = python_binds(PYTHON)
 HAVE_BWRAP = shutil.which("bwrap") is not None
 needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap not installed")
@@ -32,7 +34,7 @@ def _cgroups_usable() -> str | None:
 
 @pytest.fixture(scope="session")
 def cgroup_parent() -> Iterator[str]:
-    """A cgroup parent unique to this test session, removed (with anything left in it) at the end."""
+    """A cgroup parent unique to this session, removed with anything left in it at the end."""
     parent = f"mosaic-test-{uuid.uuid4().hex[:10]}"
     yield parent
     CgroupManager(parent).remove_parent()

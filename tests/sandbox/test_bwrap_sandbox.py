@@ -148,7 +148,9 @@ async def test_reap_orphans_removes_leftovers_of_dead_agents_only(
 async def test_health_reports_ok_and_the_degraded_mode(cgroup_parent: str) -> None:
     health = await BwrapSandbox(cgroup_parent=cgroup_parent).health()
     assert health.ok and health.backend == "bwrap"
-    degraded = BwrapSandbox(cgroup_parent=cgroup_parent, layout=CgroupLayout(version=0), seccomp=False)
+    degraded = BwrapSandbox(
+        cgroup_parent=cgroup_parent, layout=CgroupLayout(version=0), seccomp=False
+    )
     health = await degraded.health()
     assert health.ok
     assert any("rlimits only" in d for d in health.degraded)
@@ -166,7 +168,7 @@ async def test_health_not_ok_when_bwrap_cannot_run(cgroup_parent: str, tmp_path:
 
 
 def test_missing_bwrap_is_a_clear_error() -> None:
-    with pytest.raises(SandboxError, match="bubblewrap .* not found"):
+    with pytest.raises(SandboxError, match=r"bubblewrap .* not found"):
         BwrapSandbox(bwrap="/nonexistent/bwrap")
 
 

@@ -32,7 +32,9 @@ def test_detect_layout_reads_v1_mounts_including_co_mounted_controllers(tmp_path
     mi.write_text(HYBRID.format(unified=unified))
     layout = detect_layout(mi)
     assert layout.version == 1
-    assert layout.v1_mounts["cpu"] == layout.v1_mounts["cpuacct"] == Path("/sys/fs/cgroup/cpu,cpuacct")
+    assert (
+        layout.v1_mounts["cpu"] == layout.v1_mounts["cpuacct"] == Path("/sys/fs/cgroup/cpu,cpuacct")
+    )
     assert len(layout.hierarchies) == 4
 
 
@@ -88,7 +90,12 @@ def test_v2_limits_are_written_to_the_v2_files(tmp_path: Path) -> None:
     (d / "pids.current").write_text("3\n")
     (d / "memory.events").write_text("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n")
     stats = cg.stats()
-    assert (stats.cpu_seconds, stats.memory_bytes, stats.pids, stats.oom_killed) == (2.5, 4096, 3, True)
+    assert (stats.cpu_seconds, stats.memory_bytes, stats.pids, stats.oom_killed) == (
+        2.5,
+        4096,
+        3,
+        True,
+    )
     assert manager.list_agents() == ["a1"]
 
 

@@ -144,8 +144,8 @@ async def test_git_metadata_is_read_only_for_the_agent(ws: Workspace, run: Any) 
     if git is None:
         pytest.skip("git not installed")
     repo = ws.root / "repo"
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@e"}  # fmt: skip
+    ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e"}
+    env = {**os.environ, **ident, "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
 
     def g(*args: str, cwd: Path = repo) -> None:
         subprocess.run([git, *args], cwd=cwd, env=env, check=True, capture_output=True)
@@ -220,9 +220,7 @@ R["mounts"] = open("/proc/self/mountinfo").read()
     for name in ("mknod_chr", "mknod_blk", "chmod_suid", "chmod_sgid", "fchmod_suid"):
         assert failed(res[name]), (name, res[name])
     assert res["chmod_plain"] == "ok"
-    status = dict(
-        line.split(":\t", 1) for line in res["suid_status"].splitlines() if ":\t" in line
-    )
+    status = dict(line.split(":\t", 1) for line in res["suid_status"].splitlines() if ":\t" in line)
     assert status["CapEff"].strip() == "0000000000000000"
     assert status["CapPrm"].strip() == "0000000000000000"
     assert status["NoNewPrivs"].strip() == "1"

@@ -1,4 +1,4 @@
-"""Escape suite, network and processes: no route out, nothing outside the sandbox to see or touch."""
+"""Escape suite, network and processes: no route out, nothing outside to see or touch."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def test_confinement_flags_env_and_chdir(tmp_path: Path) -> None:
     assert opts[opts.index("--seccomp") + 1] == "9"
     assert opts[opts.index("--chdir") + 1] == str(spec.workdir)
     assert _triples(opts, "--setenv") == [("PATH", "/usr/bin"), ("HOME", "/tmp")]
-    assert ["--remount-ro", "/"] == opts[opts.index("--clearenv") - 2 : opts.index("--clearenv")]
+    assert opts[opts.index("--clearenv") - 2 : opts.index("--clearenv")] == ["--remount-ro", "/"]
     assert (str(spec.workdir), str(spec.workdir)) in _triples(opts, "--bind")
 
 
@@ -57,7 +57,11 @@ def test_system_is_read_only_and_home_is_absent(tmp_path: Path) -> None:
     for secret in ("/root", "/home", "/etc", "/etc/shadow", "/var", "/run"):
         assert secret not in binds
     if os.path.islink("/bin"):
-        assert "--symlink" in opts and opts[opts.index("--symlink") + 2] in ("/bin", "/sbin", "/lib")
+        assert "--symlink" in opts and opts[opts.index("--symlink") + 2] in (
+            "/bin",
+            "/sbin",
+            "/lib",
+        )
 
 
 def test_mounts_apply_shallowest_first_so_tmp_does_not_cover_a_worktree_in_tmp(
