@@ -1,0 +1,413 @@
+"""The Mosaic dashboard: one Textual app over any ``EngineAPI`` (in-process or remote).
+
+The app owns the dashboard's state (the agent book, per-agent event history, queue stats) and
+one timer: every ``TICK_S`` it drains the buffered events, folds them into the book, and updates
+the screen once (coalescing bursts), while engine calls run in workers so a key press is always
+answered at once. ``run_local_dashboard`` runs engine, API server and app in one asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from core.engine_api import EngineAPI, KillAllResult, QueueStats, SpawnResponse
+from core.errors import NotFound, OrchestratorError
+from core.models import AgentState, Event
+from core.settings import Settings
+from mosaic_tui.book import AgentBook
+from mosaic_tui.feed import EventFeed
+from mosaic_tui.format import Clock, short_id
+from mosaic_tui.logbridge import LogBridge
+from mosaic_tui.screens import (
+    ConfirmKill,
+    ConfirmKillAll,
+    ConfirmQuit,
+    DetailScreen,
+    HelpScreen,
+    SpawnScreen,
+)
+from mosaic_tui.screens.dashboard import DashboardScreen
+from mosaic_tui.screens.help import Section
+from mosaic_tui.widgets import AgentsTable, EventsPane, QueuePanel
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.15
+FULL_REFRESH_S = 2.0
+STATS_REFRESH_S = 1.0
+MAX_EVENTS_PER_TICK = 2000
+PANE_LINES_PER_TICK = 200
+HISTORY_PER_AGENT = 500
+WHO = "dashboard"
+
+
+def _message(exc: BaseException) -> str:
+    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
+
+
+class MosaicApp(App[None]):
+    TITLE = "Mosaic Orchestrator"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+c", "quit_dashboard", "Quit", show=False, priority=True)
+    ]
+    CSS = """
+    Screen { background: $background; }
+    """
+
+    def __init__(
+        self,
+        engine: EngineAPI,
+        *,
+        local: bool,
+        api_url: str | None = None,
+        clock: Clock | None = None,
+        start_after: str | None = "0-0",
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.local = local
+        self.api_url = api_url
+        self.clock = clock or Clock()
+        self.book = AgentBook()
+        self.history: dict[str, list[Event]] = {}
+        self.feed = EventFeed(engine, start_after=start_after)
+        self.stats: QueueStats | None = None
+        self.stats_problem = ""
+        self.spawn_draft: dict[str, str] = {}
+        self.last_kill_all: KillAllResult | None = None
+        self.logs = LogBridge()
+        self.ticks = 0
+        self._dirty = True
+        self._to_fetch: set[str] = set()
+        self._fetching = False
+        self._last_full = 0.0
+        self._last_stats = 0.0
+        self._last_age = 0.0
+        self._full_wanted = True
+        self._stats_wanted = True
+
+    # -- start-up ------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        mode = "local" if self.local else "attached"
+        where = self.api_url or ""
+        self.sub_title = f"{mode} · {where}" if where else mode
+        self.push_screen(DashboardScreen())
+        self.run_worker(self.feed.run(), name="event-feed", group="feed")
+        self.set_interval(TICK_S, self.tick)
+        self.call_after_refresh(self.tick)
+
+    @property
+    def dashboard(self) -> DashboardScreen:
+        return next(s for s in self.screen_stack if isinstance(s, DashboardScreen))
+
+    # -- the tick: coalesced screen updates ---------------------------------------------------
+    def tick(self) -> None:
+        self.ticks += 1
+        events = self._take_events()
+        if events:
+            self._fold(events)
+        for record in self.logs.drain():
+            self.note(record, "red" if record.startswith(("ERROR", "CRITICAL")) else "yellow")
+        now = time.monotonic()
+        if now - self._last_age >= 1.0:
+            self._last_age = now
+            self._dirty = True
+        if self._dirty:
+            self.refresh_table()
+        if not self._fetching:
+            self._maybe_fetch(now)
+
+    def _take_events(self) -> list[Event]:
+        pending = self.feed.pending
+        if len(pending) <= MAX_EVENTS_PER_TICK:
+            return self.feed.drain()
+        return [pending.popleft() for _ in range(MAX_EVENTS_PER_TICK)]
+
+    def _fold(self, events: list[Event]) -> None:
+        for event in events:
+            if event.agent_id:
+                story = self.history.setdefault(event.agent_id, [])
+                story.append(event)
+                if len(story) > HISTORY_PER_AGENT:
+                    del story[: HISTORY_PER_AGENT // 2]
+                if self.book.apply_event(event):
+                    self._to_fetch.add(event.agent_id)
+            if event.type.value.startswith(("queue.", "task.", "killswitch.")) or (
+                event.type.value in ("agent.completed", "agent.failed", "agent.killed")
+            ):
+                self._stats_wanted = True
+        self._dirty = True
+        pane = self.dashboard.query_one(EventsPane)
+        if len(events) > PANE_LINES_PER_TICK:
+            pane.note(f"… {len(events) - PANE_LINES_PER_TICK} earlier events not shown", "dim")
+        pane.add_events(events[-PANE_LINES_PER_TICK:], self.clock)
+        if isinstance(self.screen, DetailScreen):
+            detail = self.screen
+            if any(e.agent_id == detail.agent_id for e in events):
+                detail.show()
+
+    def refresh_table(self) -> None:
+        self._dirty = False
+        table = self.dashboard.query_one(AgentsTable)
+        table.sync(self.book, self.clock.now())
+        table.set_sort_labels(self.book.sort_column, self.book.descending)
+        self.render_queue()
+
+    def render_queue(self) -> None:
+        dashboard = self.dashboard
+        problem = self.feed.problem or self.stats_problem
+        dashboard.query_one(QueuePanel).show(
+            self.stats, self.book.counts(), wide=dashboard.wide, problem=problem
+        )
+
+    # -- reading the engine (in workers) ------------------------------------------------------
+    def _maybe_fetch(self, now: float) -> None:
+        full = self._full_wanted or now - self._last_full >= FULL_REFRESH_S
+        stats = self._stats_wanted or now - self._last_stats >= STATS_REFRESH_S
+        ids = self._to_fetch
+        if not (full or stats or ids):
+            return
+        if len(ids) > 20:
+            full = True
+        self._to_fetch = set()
+        self._full_wanted = self._stats_wanted = False
+        if full:
+            self._last_full = now
+        if stats:
+            self._last_stats = now
+        self._fetching = True
+        self.run_worker(self._fetch(full, stats, set() if full else ids), group="fetch")
+
+    async def _fetch(self, full: bool, stats: bool, ids: set[str]) -> None:
+        try:
+            if stats:
+                await self.refresh_stats()
+            if full:
+                self.book.replace_all(await self.engine.list_agents())
+            elif ids:
+                await asyncio.gather(*(self._fetch_one(i) for i in ids))
+            self._dirty = True
+        except OrchestratorError as exc:
+            self.stats_problem = f"engine: {_message(exc)}"
+        except Exception as exc:  # connection lost and the like: shown, retried next tick
+            self.stats_problem = f"engine: {_message(exc)}"
+            log.debug("dashboard refresh failed: %r", exc)
+        finally:
+            self._fetching = False
+
+    async def _fetch_one(self, agent_id: str) -> None:
+        try:
+            self.book.upsert(await self.engine.status(agent_id))
+        except NotFound:
+            self.book.forget(agent_id)
+
+    async def refresh_stats(self) -> None:
+        self.stats = await self.engine.queue_stats()
+        self.stats_problem = ""
+        self._dirty = True
+
+    # -- operator actions ---------------------------------------------------------------------
+    def note(self, message: str, style: str = "yellow") -> None:
+        self.dashboard.query_one(EventsPane).note(message, style)
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        text = f"{what} failed: {_message(exc)}"
+        self.note(text, "bold red")
+        self.notify(text, severity="error", markup=False)
+
+    def open_details(self, agent_id: str) -> None:
+        self.push_screen(DetailScreen(agent_id))
+
+    def open_spawn_form(self) -> None:
+        self.push_screen(SpawnScreen(self.engine, self.spawn_draft), self._spawned)
+
+    def _spawned(self, response: SpawnResponse | None) -> None:
+        if response is None:
+            return
+        verb = "Already running" if response.existing else "Spawned"
+        self.notify(f"{verb}: agent {short_id(response.agent_id)}", markup=False)
+        self._to_fetch.add(response.agent_id)
+        self._select_when_shown(response.agent_id)
+
+    def _select_when_shown(self, agent_id: str, tries: int = 20) -> None:
+        table = self.dashboard.query_one(AgentsTable)
+        if agent_id in table.shown_ids:
+            table.select(agent_id)
+        elif tries:
+            self.set_timer(TICK_S, lambda: self._select_when_shown(agent_id, tries - 1))
+
+    def confirm_kill(self, agent_id: str) -> None:
+        agent = self.book.agents.get(agent_id)
+        if agent is None:
+            self.notify("That agent is not known (yet).", severity="warning")
+            return
+        if agent.status.final:
+            self.notify(
+                f"Agent {short_id(agent_id)} already ended ({agent.status.value}).",
+                severity="warning",
+                markup=False,
+            )
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._kill(agent), group="kill")
+            else:
+                self.notify("Kill cancelled.", timeout=2)
+
+        self.push_screen(ConfirmKill(agent), answered)
+
+    async def _kill(self, agent: AgentState) -> None:
+        label = f"agent {short_id(agent.agent_id)} ({agent.task_id})"
+        self.note(f"killing {label}…", "magenta")
+        try:
+            state = await self.engine.kill(agent.agent_id, who=WHO)
+        except Exception as exc:
+            self._fail(f"Kill of {label}", exc)
+            return
+        self.book.upsert(state)
+        self._dirty = True
+        self.notify(f"Killed {label}: {state.status.value}", markup=False)
+
+    def confirm_kill_all(self) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._kill_all(), group="kill")
+            else:
+                self.notify("Kill all cancelled.", timeout=2)
+
+        self.push_screen(ConfirmKillAll(self.book.live_count()), answered)
+
+    async def _kill_all(self) -> None:
+        self.note("KILL ALL requested…", "bold magenta")
+        try:
+            result = await self.engine.kill_all(who=WHO)
+        except Exception as exc:
+            self._fail("Kill all", exc)
+            return
+        self.last_kill_all = result
+        self.note(result.message, "bold magenta")
+        for error in result.errors:
+            self.note(f"  {error.get('agentId', '?')}: {error.get('error', '')}", "red")
+        self.notify(
+            result.message, severity="error" if result.failed else "information", markup=False
+        )
+        self._full_wanted = self._stats_wanted = True
+
+    def toggle_pause(self) -> None:
+        self.run_worker(self._toggle_pause(), group="pause", exclusive=True)
+
+    async def _toggle_pause(self) -> None:
+        try:
+            if self.stats is None:
+                await self.refresh_stats()
+            assert self.stats is not None
+            if self.stats.paused:
+                await self.engine.resume()
+                self.notify("Queue resumed.", timeout=2)
+            else:
+                await self.engine.pause()
+                self.notify("Queue paused: running agents go on, no new ones start.", timeout=3)
+            await self.refresh_stats()
+        except Exception as exc:
+            self._fail("Pause/resume", exc)
+        self.render_queue()
+
+    # -- help, palette, quit ------------------------------------------------------------------
+    def help_sections(self) -> list[Section]:
+        def keys(bindings: Iterable[Any]) -> list[tuple[str, str]]:
+            rows: dict[str, list[str]] = {}
+            for binding in bindings:
+                b = binding if isinstance(binding, Binding) else Binding(*binding)
+                rows.setdefault(b.description or b.action, []).append(self.get_key_display(b))
+            return [(" / ".join(k), desc) for desc, k in rows.items()]
+
+        agents = keys(DashboardScreen.BINDINGS)
+        agents.insert(0, ("↑ / ↓", "Select an agent"))
+        agents.insert(1, ("enter", "Details of the selected agent"))
+        return [
+            ("Agents (main screen)", agents),
+            ("Agent details", keys(DetailScreen.BINDINGS)),
+            ("Spawn form", [*keys(SpawnScreen.BINDINGS), ("tab", "Next field")]),
+            (
+                "Confirmations",
+                [
+                    ("y / n / esc", "Kill one agent: yes / no / cancel"),
+                    ("KILL + enter", "Kill all: type the word, Esc cancels"),
+                ],
+            ),
+            ("Anywhere", [("ctrl+p", "Command palette"), ("ctrl+c", "Quit")]),
+        ]
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_sections()))
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield SystemCommand("Kill selected agent", "Stop the highlighted agent", self._palette_kill)
+        yield SystemCommand(
+            "Kill ALL agents", "Killswitch: stop every live agent", self.confirm_kill_all
+        )
+        yield SystemCommand("Spawn agent", "Open the spawn form", self.open_spawn_form)
+        yield SystemCommand("Pause / resume queue", "Toggle queue processing", self.toggle_pause)
+        yield SystemCommand("Help", "List every key", self.action_help)
+        quit_help = "Stop the orchestrator and quit" if self.local else "Detach"
+        yield SystemCommand("Quit", quit_help, self.action_quit_dashboard)
+        yield from super().get_system_commands(screen)
+
+    def _palette_kill(self) -> None:
+        agent_id = self.dashboard.query_one(AgentsTable).selected_agent_id
+        if isinstance(self.screen, DetailScreen):
+            agent_id = self.screen.agent_id
+        if agent_id is None:
+            self.notify("No agent selected.", severity="warning")
+        else:
+            self.confirm_kill(agent_id)
+
+    def action_quit_dashboard(self) -> None:
+        live = self.book.live_count()
+        if not self.local or live == 0:
+            self.exit()
+            return
+        if isinstance(self.screen, ConfirmQuit):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        self.push_screen(ConfirmQuit(live), answered)
+
+
+async def run_local_dashboard(settings: Settings) -> None:
+    """Engine, API server and dashboard in one asyncio loop; quitting stops all three."""
+    from core.api import serve
+    from core.engine import Engine
+
+    async with (
+        Engine.running(settings) as engine,
+        serve(
+            engine,
+            host=settings.orchestrator_host,
+            port=settings.orchestrator_port,
+            api_key=settings.orchestrator_api_key,
+            max_body_bytes=settings.max_body_bytes,
+        ) as runner,
+    ):
+        host, port = runner.addresses[0][:2]
+        app = MosaicApp(engine, local=True, api_url=f"API http://{host}:{port}")
+        log_file = Path(settings.mosaic_state_dir) / "logs" / "dashboard.log"
+        with app.logs.capture(log_file):
+            await app.run_async()
+        live = len(engine.spawner.live)
+        if live:
+            print(f"mosaic-orchestrator: stopping, killing {live} live agent(s)", flush=True)

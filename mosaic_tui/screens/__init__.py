@@ -1,0 +1,15 @@
+"""The dashboard's screens and dialogs."""
+
+from mosaic_tui.screens.confirm import ConfirmKill, ConfirmKillAll, ConfirmQuit
+from mosaic_tui.screens.detail import DetailScreen
+from mosaic_tui.screens.help import HelpScreen
+from mosaic_tui.screens.spawn import SpawnScreen
+
+__all__ = [
+    "ConfirmKill",
+    "ConfirmKillAll",
+    "ConfirmQuit",
+    "DetailScreen",
+    "HelpScreen",
+    "SpawnScreen",
+]
