@@ -1,5 +1,7 @@
 """The Claude agent runtime, the model gateway, role prompts and the scripted model."""
 
+from typing import TYPE_CHECKING, Any
+
 from core.agents.errors import AgentRuntimeError, GatewayError, PromptError, ScriptError
 from core.agents.gateway import AgentEndpoint, ModelGateway, model_config_problem
 from core.agents.prices import Price, PriceTable
@@ -21,8 +23,20 @@ from core.agents.roles import (
     runtime_path,
     runtime_ro_binds,
 )
-from core.agents.scripted import RecordedRequest, ScriptedModelServer
 from core.agents.scripts import Script, load_scripts
+
+if TYPE_CHECKING:
+    from core.agents.scripted import RecordedRequest, ScriptedModelServer
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that ``python -m core.agents.scripted`` does not import the module twice.
+    if name in ("RecordedRequest", "ScriptedModelServer"):
+        from core.agents import scripted
+
+        return getattr(scripted, name)
+    raise AttributeError(f"module 'core.agents' has no attribute {name!r}")
+
 
 __all__ = [
     "EXIT_BUDGET",
