@@ -57,6 +57,9 @@ class LocalGateRunner:
     async def run(self, ctx: GateContext, phase: Phase) -> list[GateResult]:
         cfg = self._config or default_config()
         reporter = GateReporter(ctx, phase)
+        if not await asyncio.to_thread(ctx.worktree.is_dir):
+            reason = f"worktree {ctx.worktree} does not exist"
+            return [await _setup_failure(reporter, phase, reason)]
         repo: RepoGateConfig | None = None
         repo_error: str | None = None
         try:

@@ -213,6 +213,12 @@ async def test_custom_profile_with_no_gates_is_an_error_not_a_pass(
     assert result.reason is not None and "names no gates" in result.reason
 
 
+async def test_missing_worktree_is_an_error_not_a_skip(tmp_path: Path, make_ctx: Any) -> None:
+    [result] = await runner.run(make_ctx(tmp_path / "gone", "standard"), "post")
+    assert result.status is GateStatus.ERROR
+    assert result.reason == f"worktree {tmp_path / 'gone'} does not exist"
+
+
 async def test_unknown_profile_is_an_error_result(tmp_path: Path, make_ctx: Any) -> None:
     [result] = await runner.run(make_ctx(tmp_path, "paranoid"), "pre")
     assert result.status is GateStatus.ERROR
