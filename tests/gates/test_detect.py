@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from core.gates import GateStatus, LocalGateRunner
 from core.gates.detect import PROBE_COMMAND, parse_probe, plan_detected, scan_project
@@ -121,6 +124,7 @@ def test_probe_parsing() -> None:
     assert "command -v" in PROBE_COMMAND
 
 
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed on this machine")
 async def test_node_project_runs_npm_scripts_end_to_end(tmp_path: Path, make_ctx: Any) -> None:
     scripts = {
         "lint": 'node -e "process.exit(0)"',
