@@ -65,6 +65,7 @@ class QueuePanel(Static):
         self.counts: dict[AgentStatus, int] = {}
         self.problem = ""
         self.wide = False
+        self.text = Text()
 
     def show(
         self,
@@ -75,4 +76,5 @@ class QueuePanel(Static):
         problem: str = "",
     ) -> None:
         self.stats, self.counts, self.wide, self.problem = stats, counts, wide, problem
-        self.update(render_queue(stats, counts, wide=wide, problem=problem))
+        self.text = render_queue(stats, counts, wide=wide, problem=problem)
+        self.update(self.text)

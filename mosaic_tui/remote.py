@@ -1,0 +1,241 @@
+"""``RemoteEngine``: the ``EngineAPI`` over the orchestrator's REST/SSE API (attach mode).
+
+Errors in the API's ``{error: {code, message}}`` bodies come back as the ``core.errors`` class
+for that code, with the server's message; an unreachable server is ``NotReady`` naming the URL.
+The event stream reconnects with ``Last-Event-ID`` so a dropped connection loses nothing.
+Closing the dashboard only closes this client: the agents keep running on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from core.engine_api import KillAllResult, QueueStats, SpawnResponse
+from core.errors import (
+    Conflict,
+    IllegalTransition,
+    NotFound,
+    NotReady,
+    OrchestratorError,
+    ValidationFailed,
+)
+from core.models import AgentResult, AgentState, AgentStatus, Event, SpawnRequest, Usage
+
+log = logging.getLogger(__name__)
+
+ERRORS: dict[str, type[OrchestratorError]] = {
+    "invalid_request": ValidationFailed,
+    "body_too_large": ValidationFailed,
+    "not_found": NotFound,
+    "conflict": Conflict,
+    "illegal_transition": IllegalTransition,
+    "not_ready": NotReady,
+}
+
+
+class Unauthorized(OrchestratorError):
+    code = "unauthorized"
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def agent_from_view(view: dict[str, Any]) -> AgentState:
+    """The inverse of ``core.api.views.agent_view``."""
+    result = view.get("result")
+    return AgentState(
+        agent_id=view["agentId"],
+        task_id=view["taskId"],
+        agent_type=view["agentType"],
+        gate_profile=view["gateProfile"],
+        status=view["status"],
+        spawned_at=_time(view["spawnedAt"]),
+        started_at=_time(view.get("startedAt")),
+        completed_at=_time(view.get("completedAt")),
+        error=view.get("error"),
+        summary=view.get("summary"),
+        instance=view.get("instance"),
+        worktree=view.get("worktree"),
+        branch=view.get("branch"),
+        usage=Usage.model_validate(view.get("usage") or {}),
+        result=AgentResult.model_validate(result) if result is not None else None,
+        attempts=view.get("attempts", 0),
+        last_output=view.get("lastOutput"),
+        resources=view.get("resources"),
+    )
+
+
+class RemoteEngine:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        retry_s: float = 0.5,
+        max_retry_s: float = 5.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+        self.retry_s = retry_s
+        self.max_retry_s = max_retry_s
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> RemoteEngine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            headers = {"X-Mosaic-User": "dashboard"}
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            self._http = aiohttp.ClientSession(headers=headers)
+        return self._http
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        try:
+            async with self.http.request(
+                method, self.url + path, json=body, timeout=timeout
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise NotReady(f"cannot reach the orchestrator at {self.url}: {exc}") from None
+        try:
+            data = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            data = None
+        if status >= 400:
+            raise self._error(status, data, text)
+        return data
+
+    def _error(self, status: int, data: Any, text: str) -> OrchestratorError:
+        err = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(err, dict):
+            return OrchestratorError(f"HTTP {status} from {self.url}: {text[:200]}")
+        code = str(err.get("code") or "")
+        message = str(err.get("message") or f"HTTP {status}")
+        if status == 401:
+            return Unauthorized(message, details=err.get("details"))
+        cls = ERRORS.get(code, OrchestratorError)
+        return cls(message, details=err.get("details"))
+
+    # -- EngineAPI -----------------------------------------------------------------------------
+    async def spawn(self, request: SpawnRequest) -> SpawnResponse:
+        body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return SpawnResponse.model_validate(await self._call("POST", "/agents/spawn", body))
+
+    async def status(self, agent_id: str) -> AgentState:
+        return agent_from_view(await self._call("GET", f"/agents/{agent_id}/status"))
+
+    async def list_agents(self, status: AgentStatus | None = None) -> list[AgentState]:
+        query = f"?status={status.value}" if status is not None else ""
+        data = await self._call("GET", f"/agents{query}")
+        return [agent_from_view(view) for view in data["agents"]]
+
+    async def kill(self, agent_id: str, *, who: str = "api") -> AgentState:
+        return agent_from_view(await self._call("POST", f"/agents/{agent_id}/kill"))
+
+    async def kill_all(self, *, who: str = "api") -> KillAllResult:
+        return KillAllResult.model_validate(await self._call("POST", "/agents/kill-all"))
+
+    async def pause(self) -> None:
+        await self._call("POST", "/queue/pause")
+
+    async def resume(self) -> None:
+        await self._call("POST", "/queue/resume")
+
+    async def queue_stats(self) -> QueueStats:
+        return QueueStats.model_validate(await self._call("GET", "/queue/stats"))
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        try:
+            data = await self._call("GET", "/health/ready")
+        except OrchestratorError as exc:
+            return False, {"server": {"ok": False, "error": exc.message}}
+        return True, dict(data.get("checks", {}))
+
+    async def events(self, last_event_id: str | None = None) -> AsyncIterator[Event]:
+        """SSE events after ``last_event_id``; reconnects (with ``Last-Event-ID``) until closed."""
+        last = last_event_id
+        delay = self.retry_s
+        while True:
+            headers = {"Last-Event-ID": last} if last else {}
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s, sock_read=60)
+            try:
+                async with self.http.get(
+                    self.url + "/agents/events", headers=headers, timeout=timeout
+                ) as resp:
+                    if resp.status >= 400:
+                        text = await resp.text()
+                        with contextlib.suppress(json.JSONDecodeError):
+                            raise self._error(resp.status, json.loads(text), text)
+                        raise self._error(resp.status, None, text)
+                    delay = self.retry_s
+                    async for event in _sse_events(resp.content):
+                        if event.id:
+                            last = event.id
+                        yield event
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.debug("event stream from %s dropped: %r", self.url, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_retry_s)
+
+
+async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[Event]:
+    data: list[str] = []
+    event_id = ""
+    async for raw in content:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if data:
+                event = Event.model_validate_json("\n".join(data))
+                if event_id and not event.id:
+                    event.id = event_id
+                yield event
+            data, event_id = [], ""
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            elif name == "id":
+                event_id = value
+
+
+async def run_attached(url: str, token: str | None = None) -> None:
+    """The dashboard as a client of a running orchestrator; quitting only detaches."""
+    from mosaic_tui.app import MosaicApp
+
+    async with RemoteEngine(url, token) as engine:
+        await engine.queue_stats()  # fails fast, with one clear line, if unreachable or refused
+        app = MosaicApp(engine, local=False, api_url=engine.url)
+        await app.run_async()

@@ -1,0 +1,37 @@
+"""What a user sees: the table's rows, the events pane's lines, the queue panel's text."""
+
+from __future__ import annotations
+
+from textual.widgets import RichLog
+
+from mosaic_tui.app import MosaicApp
+from mosaic_tui.widgets import AgentsTable, EventsPane, QueuePanel
+
+
+def rows(app: MosaicApp) -> list[list[str]]:
+    table = app.dashboard.query_one(AgentsTable)
+    return [
+        [getattr(cell, "plain", str(cell)) for cell in table.get_row_at(index)]
+        for index in range(table.row_count)
+    ]
+
+
+def row_for(app: MosaicApp, task_id: str) -> list[str] | None:
+    return next((r for r in rows(app) if r[1] == task_id), None)
+
+
+def status_of(app: MosaicApp, task_id: str) -> str | None:
+    row = row_for(app, task_id)
+    return row[2] if row else None
+
+
+def log_text(log: RichLog) -> str:
+    return "\n".join(strip.text for strip in log.lines)
+
+
+def events_text(app: MosaicApp) -> str:
+    return log_text(app.dashboard.query_one(EventsPane))
+
+
+def queue_text(app: MosaicApp) -> str:
+    return app.dashboard.query_one(QueuePanel).text.plain
