@@ -15,6 +15,7 @@ from core.git.errors import (
     WorktreeError,
 )
 from core.git.push import push
+from core.git.secrets import Finding, scan_commits, scan_paths, scan_text
 from core.git.validation import validate_branch, validate_repository
 from core.git.worktrees import (
     Worktree,
@@ -28,6 +29,7 @@ __all__ = [
     "BaseNotFound",
     "CloneFailed",
     "FetchFailed",
+    "Finding",
     "GitError",
     "InvalidBranch",
     "InvalidRepository",
@@ -45,6 +47,9 @@ __all__ = [
     "prune_worktrees",
     "push",
     "remove_worktree",
+    "scan_commits",
+    "scan_paths",
+    "scan_text",
     "validate_branch",
     "validate_repository",
 ]
