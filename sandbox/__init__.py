@@ -1,4 +1,4 @@
-"""Sandbox backends for agent processes."""
+"""Sandbox backends for agent processes: ``bwrap`` (default on Linux), ``docker``, ``none``."""
 
 from sandbox.base import (
     Sandbox,
@@ -8,12 +8,20 @@ from sandbox.base import (
     SandboxSpec,
     SandboxStats,
 )
+from sandbox.factory import BACKENDS, create_sandbox
+from sandbox.reaper import OrphanReaper, enable_subreaper
+from sandbox.runtime_binds import python_binds
 
 __all__ = [
+    "BACKENDS",
+    "OrphanReaper",
     "Sandbox",
     "SandboxError",
     "SandboxHealth",
     "SandboxProcess",
     "SandboxSpec",
     "SandboxStats",
+    "create_sandbox",
+    "enable_subreaper",
+    "python_binds",
 ]

@@ -15,9 +15,9 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import struct
 from pathlib import Path
+from signal import Signals
 from typing import Any
 
 import aiohttp
@@ -68,7 +68,7 @@ class DockerClient:
             ):
                 raw = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise SandboxError(
                 f"cannot reach the Docker engine at {self.socket}: {exc or type(exc).__name__}"
             ) from exc
@@ -141,16 +141,16 @@ class DockerProcess:
             )
             self._returncode = int(data.get("StatusCode", -1)) if isinstance(data, dict) else -1
             await self.stats()
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._logs), 5)
         return self._returncode
 
-    def signal(self, sig: signal.Signals) -> None:
+    def signal(self, sig: Signals) -> None:
         task = asyncio.get_running_loop().create_task(self._signal(sig))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _signal(self, sig: signal.Signals) -> None:
+    async def _signal(self, sig: Signals) -> None:
         with contextlib.suppress(SandboxError):
             await self._client.request(
                 "POST", f"/containers/{self._cid}/kill", params={"signal": sig.name}
@@ -159,7 +159,7 @@ class DockerProcess:
     async def kill(self, grace_s: float = 5.0) -> None:
         if self._removed:
             return
-        params = {"t": str(max(0, int(round(grace_s))))}
+        params = {"t": str(max(0, round(grace_s)))}
         await self._client.request(
             "POST", f"/containers/{self._cid}/stop", params=params, timeout=grace_s + 30
         )

@@ -1,4 +1,4 @@
-"""The docker backend against a real Docker Engine API (podman's, set up by .ci/setup.d/20-docker.sh).
+"""The docker backend against a real Docker Engine API (podman, see .ci/setup.d/20-docker.sh).
 
 Engine tests skip with the reason when no engine answers on the socket; the rest still runs.
 """
