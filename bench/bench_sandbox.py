@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sandbox.base import Sandbox, SandboxSpec  # noqa: E402
-from sandbox.bwrap import BwrapSandbox  # noqa: E402
-from sandbox.cgroups import CgroupLayout, CgroupManager  # noqa: E402
-from sandbox.docker import DockerSandbox  # noqa: E402
-from sandbox.none import NoneSandbox  # noqa: E402
+from sandbox.base import Sandbox, SandboxSpec
+from sandbox.bwrap import BwrapSandbox
+from sandbox.cgroups import CgroupLayout, CgroupManager
+from sandbox.docker import DockerSandbox
+from sandbox.none import NoneSandbox
 
 HOLD_50 = "for i in $(seq 50); do sleep 300 & done; touch ready; wait"
 
