@@ -57,7 +57,7 @@ def unquote_path(raw: str) -> str:
 
 
 def _new_path(line: str) -> str | None:
-    raw = line[4:]
+    raw = line[4:].removesuffix("\t")  # git appends a TAB to names containing spaces
     if raw == "/dev/null":
         return None
     path = unquote_path(raw)
