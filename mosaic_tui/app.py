@@ -13,11 +13,13 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
+from textual.widget import Widget
 
 from core.engine_api import EngineAPI, KillAllResult, QueueStats, SpawnResponse
 from core.errors import NotFound, OrchestratorError
@@ -40,6 +42,7 @@ from mosaic_tui.screens.help import Section
 from mosaic_tui.widgets import AgentsTable, EventsPane, QueuePanel
 
 log = logging.getLogger(__name__)
+W = TypeVar("W", bound=Widget)
 
 TICK_S = 0.15
 FULL_REFRESH_S = 2.0
@@ -111,6 +114,8 @@ class MosaicApp(App[None]):
 
     # -- the tick: coalesced screen updates ---------------------------------------------------
     def tick(self) -> None:
+        if not any(isinstance(s, DashboardScreen) and s.is_mounted for s in self.screen_stack):
+            return  # starting up or shutting down
         self.ticks += 1
         events = self._take_events()
         if events:
@@ -146,7 +151,9 @@ class MosaicApp(App[None]):
             ):
                 self._stats_wanted = True
         self._dirty = True
-        pane = self.dashboard.query_one(EventsPane)
+        pane = self._find(EventsPane)
+        if pane is None:
+            return
         if len(events) > PANE_LINES_PER_TICK:
             pane.note(f"… {len(events) - PANE_LINES_PER_TICK} earlier events not shown", "dim")
         pane.add_events(events[-PANE_LINES_PER_TICK:], self.clock)
@@ -157,17 +164,26 @@ class MosaicApp(App[None]):
 
     def refresh_table(self) -> None:
         self._dirty = False
-        table = self.dashboard.query_one(AgentsTable)
+        table = self._find(AgentsTable)
+        if table is None:
+            return
         table.sync(self.book, self.clock.now())
         table.set_sort_labels(self.book.sort_column, self.book.descending)
         self.render_queue()
 
     def render_queue(self) -> None:
-        dashboard = self.dashboard
-        problem = self.feed.problem or self.stats_problem
-        dashboard.query_one(QueuePanel).show(
-            self.stats, self.book.counts(), wide=dashboard.wide, problem=problem
-        )
+        panel = self._find(QueuePanel)
+        if panel is not None:
+            problem = self.feed.problem or self.stats_problem
+            wide = self.dashboard.wide
+            panel.show(self.stats, self.book.counts(), wide=wide, problem=problem)
+
+    def _find(self, widget_type: type[W]) -> W | None:
+        """A dashboard widget, or None while the screen is not (or no longer) mounted."""
+        try:
+            return self.dashboard.query_one(widget_type)
+        except (NoMatches, StopIteration):
+            return None
 
     # -- reading the engine (in workers) ------------------------------------------------------
     def _maybe_fetch(self, now: float) -> None:
@@ -217,7 +233,9 @@ class MosaicApp(App[None]):
 
     # -- operator actions ---------------------------------------------------------------------
     def note(self, message: str, style: str = "yellow") -> None:
-        self.dashboard.query_one(EventsPane).note(message, style)
+        pane = self._find(EventsPane)
+        if pane is not None:
+            pane.note(message, style)
 
     def _fail(self, what: str, exc: BaseException) -> None:
         text = f"{what} failed: {_message(exc)}"
@@ -239,7 +257,9 @@ class MosaicApp(App[None]):
         self._select_when_shown(response.agent_id)
 
     def _select_when_shown(self, agent_id: str, tries: int = 20) -> None:
-        table = self.dashboard.query_one(AgentsTable)
+        table = self._find(AgentsTable)
+        if table is None:
+            return
         if agent_id in table.shown_ids:
             table.select(agent_id)
         elif tries:
@@ -365,7 +385,8 @@ class MosaicApp(App[None]):
         yield from super().get_system_commands(screen)
 
     def _palette_kill(self) -> None:
-        agent_id = self.dashboard.query_one(AgentsTable).selected_agent_id
+        table = self._find(AgentsTable)
+        agent_id = table.selected_agent_id if table is not None else None
         if isinstance(self.screen, DetailScreen):
             agent_id = self.screen.agent_id
         if agent_id is None:

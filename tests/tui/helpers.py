@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from textual.widgets import RichLog
+import io
+
+from rich.console import Console
+from textual.widgets import RichLog, Static
 
 from mosaic_tui.app import MosaicApp
 from mosaic_tui.widgets import AgentsTable, EventsPane, QueuePanel
@@ -35,3 +38,13 @@ def events_text(app: MosaicApp) -> str:
 
 def queue_text(app: MosaicApp) -> str:
     return app.dashboard.query_one(QueuePanel).text.plain
+
+
+def static_text(widget: Static) -> str:
+    """The plain text a Static shows (whatever renderable it holds)."""
+    content = widget.content
+    if isinstance(content, str):
+        return content
+    console = Console(width=200, file=io.StringIO(), record=True, color_system=None)
+    console.print(content)
+    return console.export_text()

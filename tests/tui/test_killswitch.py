@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual.widgets import Static
+
 from core.engine import Engine
 from core.models import AgentStatus
 from mosaic_tui.app import MosaicApp
 from mosaic_tui.screens import ConfirmKill, ConfirmKillAll
 from tests.tui.conftest import no_leftover, request, until, wait_status
-from tests.tui.helpers import events_text, status_of
+from tests.tui.helpers import events_text, static_text, status_of
 
 
 async def test_kill_asks_first_and_cancel_keeps_the_agent(engine: Engine, origin: Path) -> None:
@@ -54,7 +56,7 @@ async def test_kill_all_needs_the_word_kill(engine: Engine, origin: Path) -> Non
         assert app.screen is dialog
         await pilot.press(*"kill", "enter")  # nor the word in lower case
         assert app.screen is dialog
-        assert "Not confirmed" in str(dialog.query_one("#problem").render())
+        assert "Not confirmed" in static_text(dialog.query_one("#problem", Static))
         await pilot.press("escape")
         assert not isinstance(app.screen, ConfirmKillAll)
         await pilot.pause(0.3)
