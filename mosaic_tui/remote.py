@@ -41,6 +41,14 @@ ERRORS: dict[str, type[OrchestratorError]] = {
     "not_ready": NotReady,
 }
 
+BY_STATUS: dict[int, type[OrchestratorError]] = {
+    400: ValidationFailed,
+    404: NotFound,
+    409: Conflict,
+    413: ValidationFailed,
+    503: NotReady,
+}
+
 
 class Unauthorized(OrchestratorError):
     code = "unauthorized"
@@ -143,7 +151,7 @@ class RemoteEngine:
         message = str(err.get("message") or f"HTTP {status}")
         if status == 401:
             return Unauthorized(message, details=err.get("details"))
-        cls = ERRORS.get(code, OrchestratorError)
+        cls = ERRORS.get(code) or BY_STATUS.get(status, OrchestratorError)
         return cls(message, details=err.get("details"))
 
     # -- EngineAPI -----------------------------------------------------------------------------

@@ -15,7 +15,9 @@ import redis.asyncio as aioredis
 from core.engine import Engine
 from core.models import AgentState, AgentStatus, SpawnRequest
 from core.settings import Settings
-from tests.spine.conftest import make_settings
+from tests.spine.conftest import make_settings, orchestrator_factory
+
+__all__ = ["orchestrator_factory"]  # re-exported fixture (attach tests)
 
 LONG_AGENT = "echo working-line; sleep 30"
 
