@@ -20,7 +20,7 @@ _PLACEHOLDER = re.compile(
     r"insert[_-]|replace[_-]?me|todo|fixme|lorem|123456|abcdefgh|fake|not[_-]?a[_-]?real)"
 )
 _ENV_LOOKUP = re.compile(
-    r"^[$%&*!@]|\$\{|\{\{|\$\(|%\(|#\{|process\.env|os\.environ|getenv|\benv\(|ENV\[|"
+    r"^\$[A-Za-z_{(]|^%[A-Za-z_]\w*%$|^[&*][A-Za-z_][\w-]*$|^![A-Za-z]|\$\{|\{\{|\$\(|%\(|#\{|process\.env|os\.environ|getenv|\benv\(|ENV\[|"
     r"secrets\.|vault:|^env:|^ref\+"
 )
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

@@ -72,10 +72,23 @@ _KW = (
     r"(?:signing|encryption|session|master|app)[_.-]?key)"
 )
 _KEY = rf"(?P<key>[A-Za-z0-9_.-]*{_KW}[A-Za-z0-9_.-]*)"
+# the assignment rule finds quoted values first, then looks back for the key (much faster)
+_KEY_BEFORE = re.compile(
+    rf"(?i)(?P<key>[A-Za-z0-9_.-]*{_KW}[A-Za-z0-9_.-]*)[\"'\]]{{0,2}}\s*(?::|\?\?|\|\|)?$"
+)
 
 
 def _generic_check(m: re.Match[str]) -> bool:
     return g.key_is_secretish(m.group("key")) and g.generic_value_ok(m.group("secret"))
+
+
+def _assignment_check(m: re.Match[str]) -> bool:
+    key = _KEY_BEFORE.search(m.string, max(0, m.start() - 160), m.start())
+    return (
+        key is not None
+        and g.key_is_secretish(key.group("key"))
+        and g.generic_value_ok(m.group("secret"))
+    )
 
 
 def _url_check(m: re.Match[str]) -> bool:
@@ -539,13 +552,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "generic-secret-assignment",
         "High-entropy secret assigned in code or JSON",
-        _rx(
-            rf"(?i)(?<![A-Za-z0-9]){_KEY}[\"'\]]{{0,2}}\s*(?:=|:=|:|=>|\?\?=|\|\|=)\s*"
-            r"(?:[rbuf]{1,2})?(?P<q>[\"'`])(?P<secret>[^\"'`\s\\]{8,256})(?P=q)"
-        ),
+        _rx(r"(?:=>?|:)\s*(?:[rbuf]{1,2})?(?P<q>[\"'`])(?P<secret>[^\"'`\s\\]{8,256})(?P=q)"),
         ("secret", "passw", "pwd", "token", "key", "credential"),
         generic=True,
-        check=_generic_check,
+        check=_assignment_check,
         true_positives=(
             f'db_password = "{fake(18, B64, "gp")}"',
             f'"client_secret": "{fake(32, URLSAFE, "gcs")}"',

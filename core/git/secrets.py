@@ -81,7 +81,9 @@ def _candidate_lines(lowered: str, lines: _Lines, keywords: Sequence[str]) -> li
     return sorted(starts)
 
 
-def _matches(rule: Rule, text: str, lowered: str, lines: _Lines) -> list[tuple[int, int, str]]:
+def _matches(
+    rule: Rule, text: str, lowered: str, lines: _Lines, cache: dict[tuple[str, ...], list[int]]
+) -> list[tuple[int, int, str]]:
     """``(start, end, secret)`` of each accepted match of ``rule`` (offsets into ``text``)."""
     found: list[tuple[int, int, str]] = []
     if rule.multiline:
@@ -90,7 +92,9 @@ def _matches(rule: Rule, text: str, lowered: str, lines: _Lines) -> list[tuple[i
                 if rule.accepts(m):
                     found.append((m.start(), m.end(), rule.secret(m)))
         return found
-    for start in _candidate_lines(lowered, lines, rule.keywords):
+    if rule.keywords not in cache:
+        cache[rule.keywords] = _candidate_lines(lowered, lines, rule.keywords)
+    for start in cache[rule.keywords]:
         _, end = lines.span(start)
         for m in rule.regex.finditer(text[start:end]):
             if rule.accepts(m):
@@ -111,11 +115,12 @@ def _scan(
     lines = _Lines(text)
     code = _is_code(path)
     taken: list[tuple[int, int]] = []
+    candidates: dict[tuple[str, ...], list[int]] = {}
     findings: list[tuple[int, Finding]] = []
     for rule in RULES:  # specific rules come before the generic ones
         if rule.config_only and code:
             continue
-        for start, end, secret in _matches(rule, text, lowered, lines):
+        for start, end, secret in _matches(rule, text, lowered, lines, candidates):
             if rule.generic and any(s < end and start < e for s, e in taken):
                 continue
             taken.append((start, end))
