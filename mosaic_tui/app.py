@@ -353,7 +353,6 @@ class MosaicApp(App[None]):
 
         agents = keys(DashboardScreen.BINDINGS)
         agents.insert(0, ("↑ / ↓", "Select an agent"))
-        agents.insert(1, ("enter", "Details of the selected agent"))
         return [
             ("Agents (main screen)", agents),
             ("Agent details", keys(DetailScreen.BINDINGS)),

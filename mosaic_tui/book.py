@@ -119,6 +119,10 @@ class AgentBook:
         """
         if not event.agent_id:
             return False
+        if event.type is not EventType.TASK_QUEUED:
+            self.activity[event.agent_id] = one_line(
+                f"{event.type.value} {_event_hint(event)}".strip(), 200
+            )
         agent = self.agents.get(event.agent_id)
         if agent is None:
             return True
@@ -132,10 +136,6 @@ class AgentBook:
                 if new.final:
                     changes["completed_at"] = event.timestamp
                 self.agents[agent.agent_id] = agent.model_copy(update=changes)
-        if event.type is not EventType.TASK_QUEUED:
-            self.activity[agent.agent_id] = one_line(
-                f"{event.type.value} {_event_hint(event)}".strip(), 200
-            )
         return True
 
     def _sample_cpu(self, agent: AgentState) -> None:

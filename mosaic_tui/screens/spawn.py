@@ -68,12 +68,12 @@ class SpawnScreen(ModalScreen[SpawnResponse | None]):
         width: 76; max-width: 100%; height: auto; max-height: 100%;
         border: thick $primary; background: $surface; padding: 0 1;
     }
-    SpawnScreen .row { height: auto; }
-    SpawnScreen .row Label { width: 14; padding: 1 1 0 0; text-align: right; }
+    SpawnScreen .row { height: auto; margin-top: 1; }
+    SpawnScreen .row Label { width: 14; padding: 0 1 0 0; text-align: right; }
     SpawnScreen .row Input, SpawnScreen .row Select { width: 1fr; }
-    SpawnScreen TextArea { height: 4; width: 1fr; }
+    SpawnScreen TextArea { height: 3; width: 1fr; }
     SpawnScreen #form-error { color: $error; text-style: bold; height: auto; }
-    SpawnScreen #buttons { height: auto; align-horizontal: right; }
+    SpawnScreen #buttons { height: auto; align-horizontal: right; margin-top: 1; }
     SpawnScreen Button { margin-left: 1; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -93,7 +93,10 @@ class SpawnScreen(ModalScreen[SpawnResponse | None]):
         d = self.initial
         with VerticalScroll(id="form") as form:
             form.border_title = "Spawn an agent (Ctrl+S spawns, Esc closes)"
-            yield self._row("Task id", Input(d["task_id"], placeholder="T-123", id="task_id"))
+            yield Static("", id="form-error")
+            yield self._row(
+                "Task id", Input(d["task_id"], placeholder="T-123", id="task_id", compact=True)
+            )
             yield self._row(
                 "Type",
                 Select(
@@ -101,6 +104,7 @@ class SpawnScreen(ModalScreen[SpawnResponse | None]):
                     value=d["agent_type"],
                     allow_blank=False,
                     id="agent_type",
+                    compact=True,
                 ),
             )
             yield self._row(
@@ -110,23 +114,34 @@ class SpawnScreen(ModalScreen[SpawnResponse | None]):
                     value=d["gate_profile"] or Select.NULL,
                     prompt="default for the type",
                     id="gate_profile",
+                    compact=True,
                 ),
             )
-            yield self._row("Priority", Input(d["priority"], placeholder="1-10", id="priority"))
+            yield self._row(
+                "Priority", Input(d["priority"], placeholder="1-10", id="priority", compact=True)
+            )
             yield self._row(
                 "Repository",
-                Input(d["repository"], placeholder="git URL or local path", id="repository"),
+                Input(
+                    d["repository"],
+                    placeholder="git URL or local path",
+                    id="repository",
+                    compact=True,
+                ),
             )
-            yield self._row("Branch", Input(d["branch"], placeholder="main", id="branch"))
+            yield self._row(
+                "Branch", Input(d["branch"], placeholder="main", id="branch", compact=True)
+            )
             yield self._row(
                 "Work items",
-                Input(d["work_items"], placeholder="US-001, US-002", id="work_items"),
+                Input(d["work_items"], placeholder="US-001, US-002", id="work_items", compact=True),
             )
-            yield self._row("Instructions", TextArea(d["instructions"], id="instructions"))
-            yield Static("", id="form-error")
+            yield self._row(
+                "Instructions", TextArea(d["instructions"], id="instructions", compact=True)
+            )
             with Horizontal(id="buttons"):
-                yield Button("Cancel (Esc)", id="cancel")
-                yield Button("Spawn (Ctrl+S)", id="spawn", variant="primary")
+                yield Button("Cancel (Esc)", id="cancel", compact=True)
+                yield Button("Spawn (Ctrl+S)", id="spawn", variant="primary", compact=True)
 
     @staticmethod
     def _row(label: str, widget: Any) -> Horizontal:

@@ -14,7 +14,7 @@ from mosaic_tui.format import Clock, event_text
 
 class EventsPane(RichLog):
     DEFAULT_CSS = """
-    EventsPane { height: 7; border-top: solid $primary-darken-2; }
+    EventsPane { height: 7; border-top: solid $primary-darken-2; overflow-x: hidden; }
     """
 
     def __init__(self, **kwargs: Any) -> None:
