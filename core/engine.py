@@ -49,6 +49,7 @@ from core.valkey import ValkeyEndpoint, open_valkey
 from core.workspace import WorkspaceManager
 from sandbox import Sandbox, SandboxError
 from sandbox.factory import create_sandbox
+from sandbox.reaper import OrphanReaper, enable_subreaper
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ class Engine:
     # -- construction --------------------------------------------------------------------------
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(cls, settings: Settings) -> AsyncIterator[Engine]:
+    async def running(cls, settings: Settings, *, subreaper: bool = False) -> AsyncIterator[Engine]:
+        """Run the engine for the block. ``subreaper``: adopt and reap orphaned descendants
+        (double-forked agent processes); set by the CLI, which owns the whole process."""
         paths = StatePaths(settings.mosaic_state_dir)
         paths.create()
         instance = instance_name(settings)
@@ -157,6 +160,9 @@ class Engine:
             queue.start_worker(spawner.run, name=instance)
             listener = asyncio.create_task(engine._follow_kills(), name="kill-listener")
             stack.push_async_callback(_cancel, listener)
+            if subreaper and enable_subreaper():
+                reaper = asyncio.create_task(OrphanReaper().run(), name="orphan-reaper")
+                stack.push_async_callback(_cancel, reaper)
             stack.push_async_callback(engine._shutdown)
             log.info("engine started (instance %s, Valkey %s)", instance, endpoint.label)
             yield engine

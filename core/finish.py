@@ -144,7 +144,7 @@ class Finisher:
             )
 
     async def _scan(self, agent: AgentState, ws: Workspace, result: AgentResult) -> None:
-        findings = await gitops.scan_commits(ws.path, f"{ws.worktree.base_sha}..HEAD")
+        findings = await gitops.scan_commits(ws.worktree, f"{ws.worktree.base_sha}..HEAD")
         result.scan = {
             "findings": [
                 {

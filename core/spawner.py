@@ -25,7 +25,7 @@ from core.models import AgentResult, AgentState, AgentStatus, Event, EventType, 
 from core.monitor import Monitor
 from core.paths import StatePaths
 from core.queue import GiveUp, RetryLater
-from core.settings import Settings
+from core.settings import CONFIG_DIR, Settings
 from core.store import StateStore
 from core.workspace import Workspace, WorkspaceManager
 from sandbox import Sandbox, SandboxError, SandboxProcess
@@ -176,7 +176,7 @@ class Spawner:
         policy = SandboxPolicy.from_settings(
             self.settings,
             readonly=workspace.readonly_paths,
-            hidden=[self.paths.root, Path.home()],
+            hidden=[self.paths.root, self.paths.worktrees, Path.home(), CONFIG_DIR],
         )
         launch = await self.launcher.prepare(
             agent, request, worktree=workspace.path, agent_dir=agent_dir, policy=policy, stack=stack

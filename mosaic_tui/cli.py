@@ -45,7 +45,7 @@ async def run_headless(settings: Settings) -> None:
     from core.engine import Engine
 
     async with (
-        Engine.running(settings) as engine,
+        Engine.running(settings, subreaper=True) as engine,
         serve(
             engine,
             host=settings.orchestrator_host,

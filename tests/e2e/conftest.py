@@ -13,7 +13,9 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from core.agents import ScriptedModelServer
-from tests.spine.conftest import Orchestrator, make_settings, running
+from tests.spine.conftest import Orchestrator, make_settings, orchestrator_factory, running
+
+__all__ = ["orchestrator_factory"]
 
 FAKE_KEY = "sk-ant-api03-" + "TESTKEY" * 6 + "-canary"
 

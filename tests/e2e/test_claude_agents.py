@@ -58,9 +58,7 @@ async def test_reviewer_returns_a_verdict_and_does_not_push(
     assert _show(origin, "mosaic/reviewer/T-review") == ""
 
 
-async def test_runaway_session_ends_at_its_turn_budget(
-    claude_factory, origin: Path
-) -> None:
+async def test_runaway_session_ends_at_its_turn_budget(claude_factory, origin: Path) -> None:
     async with claude_factory(agent_max_turns=3) as orch:
         agent_id = await orch.spawn("T-run", origin, context={"instructions": "[script:runaway]"})
         data = await orch.wait_status(agent_id, "completed", "failed", timeout=60)
