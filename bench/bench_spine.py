@@ -181,7 +181,8 @@ async def main() -> None:
         n = min(args.spawns, 100)
         whole = await engine_throughput(url, root, origin, n)
         print(
-            f"whole engine, {n} agents spawned at once (worktree + process + finish): {whole:.1f} agents/s"
+            f"whole engine, {n} agents spawned at once (worktree + process + finish):"
+            f" {whole:.1f} agents/s"
         )
     finally:
         await server.stop()

@@ -105,7 +105,7 @@ class Engine:
             reader = endpoint.client(socket_timeout=None)
             stack.push_async_callback(reader.aclose)
             try:
-                await client.ping()
+                await client.ping()  # type: ignore[misc]
             except Exception as exc:
                 raise NotReady(f"Valkey at {endpoint.label} is not reachable: {exc}") from None
             store = StateStore(client, stream_maxlen=settings.event_stream_maxlen)
@@ -225,7 +225,7 @@ class Engine:
                 data={"priority": request.priority, "agentType": request.agent_type.value},
             )
         )
-        return SpawnResponse(agentId=agent.agent_id, status=AgentStatus.SPAWNING)
+        return SpawnResponse(agent_id=agent.agent_id, status=AgentStatus.SPAWNING)
 
     @staticmethod
     def _existing(task: TaskState, request: SpawnRequest) -> SpawnResponse:
@@ -235,7 +235,7 @@ class Engine:
                 "spawned with a different request",
                 details={"agentId": task.agent_id},
             )
-        return SpawnResponse(agentId=task.agent_id, status=task.status, existing=True)
+        return SpawnResponse(agent_id=task.agent_id, status=task.status, existing=True)
 
     async def status(self, agent_id: str) -> AgentState:
         return await self.store.get_agent(agent_id)
@@ -266,7 +266,7 @@ class Engine:
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {}
         try:
-            await self.store.redis.ping()
+            await self.store.redis.ping()  # type: ignore[misc]
             checks["valkey"] = {
                 "ok": True,
                 "endpoint": self.endpoint.label,

@@ -15,11 +15,9 @@ from core.models import AgentState, AgentStatus, Event, SpawnRequest
 
 
 class SpawnResponse(BaseModel):
-    agent_id: str = Field(alias="agentId")
+    agent_id: str
     status: AgentStatus
     existing: bool = False
-
-    model_config = {"populate_by_name": True}
 
 
 class KillAllResult(BaseModel):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from core.lifecycle import Lifecycle
 from core.logtail import last_line
+from core.models import AgentState
 from core.settings import Settings
 from sandbox import SandboxProcess
 
@@ -58,7 +60,7 @@ class Monitor:
             if current != last:
                 last = current
                 try:
-                    await self.lifecycle.update(agent_id, lambda a, c=current: c)
+                    await self.lifecycle.update(agent_id, _constant(current))
                 except Exception as exc:  # state gone (killed and expired): stop watching
                     log.debug("monitor stops: %s", exc, extra={"agent_id": agent_id})
                     return
@@ -67,3 +69,10 @@ class Monitor:
                 log.warning(run.failure, extra={"agent_id": agent_id})
                 await process.kill(self.settings.kill_grace_s)
                 return
+
+
+def _constant(changes: dict[str, Any]) -> Callable[[AgentState], dict[str, Any]]:
+    def mutate(agent: AgentState) -> dict[str, Any]:
+        return changes
+
+    return mutate

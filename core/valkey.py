@@ -76,7 +76,7 @@ class EmbeddedValkey:
             return False
         client = aioredis.Redis(unix_socket_path=str(self.socket), socket_connect_timeout=1)
         try:
-            return bool(await client.ping())
+            return bool(await client.ping())  # type: ignore[misc]
         except (OSError, aioredis.RedisError):
             return False
         finally:

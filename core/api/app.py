@@ -21,7 +21,7 @@ from core.models import AgentStatus, SpawnRequest
 
 log = logging.getLogger(__name__)
 
-ENGINE: web.AppKey[EngineAPI] = web.AppKey("engine", EngineAPI)  # type: ignore[type-abstract]
+ENGINE: web.AppKey[EngineAPI] = web.AppKey("engine", EngineAPI)
 STARTED: web.AppKey[float] = web.AppKey("started", float)
 
 

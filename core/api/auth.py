@@ -5,13 +5,14 @@ from __future__ import annotations
 import hmac
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from core.api.errors import Handler, error_response
 
 OPEN_PATHS = frozenset({"/health"})
 
 
-def auth_middleware(api_key: str | None) -> web.Middleware:
+def auth_middleware(api_key: str | None) -> Middleware:
     expected = f"Bearer {api_key}".encode() if api_key else None
 
     @web.middleware

@@ -1,4 +1,4 @@
-"""The finish stage end to end: a leak blocks the push, a conflict fails the agent, hooks never run."""
+"""The finish stage end to end: leaks block the push, conflicts fail the agent, no hook runs."""
 
 from __future__ import annotations
 
