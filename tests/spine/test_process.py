@@ -1,4 +1,4 @@
-"""The orchestrator as a process: CLI, settings errors, restarts, a dead instance's job recovered."""
+"""The orchestrator as a process: CLI, settings errors, restarts, recovery of a dead instance."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ async def test_headless_serves_then_stops_cleanly_on_sigterm(tmp_path: Path) -> 
         descendants = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
-        gone, alive = psutil.wait_procs(descendants, timeout=5)
+        _gone, alive = psutil.wait_procs(descendants, timeout=5)
         assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     finally:
         if proc.returncode is None:
