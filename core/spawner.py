@@ -247,9 +247,9 @@ class Spawner:
                 agent.agent_id,
                 status,
                 error=error,
-                summary=outcome.summary,
+                summary=_headline(outcome.summary),
                 result=result,
-                data={"exitCode": exit_code, "summary": outcome.summary},
+                data={"exitCode": exit_code, "summary": _headline(outcome.summary)},
             )
         except IllegalTransition:
             return {"status": "killed"}
@@ -295,3 +295,11 @@ def _started(process: SandboxProcess, workspace: Workspace) -> dict[str, Any]:
         "worktree": str(workspace.path),
         "branch": workspace.branch,
     }
+
+
+def _headline(text: str | None) -> str | None:
+    """The summary line: the first non-empty line of the agent's final text."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()[:500]
+    return None

@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     attach = sub.add_parser("attach", help="dashboard against a remote orchestrator")
     attach.add_argument("url")
     attach.add_argument("--token", default=os.environ.get("ORCHESTRATOR_API_KEY"))
-    sub.add_parser("demo", help="offline demo with the scripted model")
+    demo = sub.add_parser("demo", help="offline demo with the scripted model")
+    demo.add_argument("--headless", action="store_true", help="print the flow instead")
     sub.add_parser("scan", help="scan files, stdin or commits for secrets", add_help=False)
     return parser
 
