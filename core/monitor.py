@@ -42,7 +42,10 @@ class Monitor:
     async def watch(self, agent_id: str, process: SandboxProcess, run: _Run) -> None:
         started = time.monotonic()
         budget = self.settings.agent_max_wall_s
+        stuck_after = self.settings.agent_stuck_s
         last: dict[str, Any] = {}
+        last_activity: tuple[str | None, float] | None = None
+        active_at = started
         while True:
             await asyncio.sleep(self.interval)
             stats = await process.stats()
@@ -64,8 +67,15 @@ class Monitor:
                 except Exception as exc:  # state gone (killed and expired): stop watching
                     log.debug("monitor stops: %s", exc, extra={"agent_id": agent_id})
                     return
+            activity = (output, round(stats.cpu_seconds, 1))
+            if activity != last_activity:
+                last_activity, active_at = activity, time.monotonic()
+            idle = time.monotonic() - active_at
             if runtime > budget:
                 run.failure = f"budget: wall time of {budget:g}s exceeded"
+            elif idle > stuck_after:
+                run.failure = f"stuck: no output and no CPU activity for {idle:.0f}s"
+            if run.failure:
                 log.warning(run.failure, extra={"agent_id": agent_id})
                 await process.kill(self.settings.kill_grace_s)
                 return

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     agent_max_turns: int = Field(50, ge=1)
     agent_max_tokens: int = Field(2_000_000, ge=1)
     agent_max_wall_s: float = Field(3600, gt=0)
+    agent_stuck_s: float = Field(900, gt=0)
 
     # Gates
     coordinator_url: str | None = None
