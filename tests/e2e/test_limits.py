@@ -1,0 +1,46 @@
+"""Agents spawned through the API run under bwrap with cgroup limits."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from tests.spine.conftest import OrchestratorFactory
+
+
+async def test_memory_hog_is_killed_at_its_limit_and_the_agent_fails(
+    orchestrator_factory: OrchestratorFactory, origin: Path
+) -> None:
+    # bounded: tail holds at most 300 MB (one line with no newline), the cgroup allows 64 MB
+    hog = "head -c 300M /dev/zero | tail -n 1 > /dev/null; echo survived"
+    async with orchestrator_factory(
+        mosaic_agent_command=hog,
+        sandbox_backend="bwrap",
+        sandbox_default_memory_mb=64,
+        sandbox_cgroup_parent=f"mosaic-test-{uuid.uuid4().hex[:8]}",
+    ) as orch:
+        agent_id = await orch.spawn("T-hog", origin)
+        data = await orch.wait_status(agent_id, "failed", "completed", timeout=60)
+    assert data["status"] == "failed", data
+    assert data["error"] == "sandbox: memory limit (64 MB) exceeded"
+
+
+async def test_agent_runs_in_its_own_pid_namespace_and_cgroup(
+    orchestrator_factory: OrchestratorFactory, origin: Path
+) -> None:
+    cgroup = f"mosaic-test-{uuid.uuid4().hex[:8]}"
+    async with orchestrator_factory(
+        mosaic_agent_command="echo pid=$$; sleep 2",
+        sandbox_backend="bwrap",
+        sandbox_cgroup_parent=cgroup,
+        sandbox_pids_max=40,
+    ) as orch:
+        agent_id = await orch.spawn("T-ns", origin)
+        await orch.wait_status(agent_id, "running")
+        pids = Path(f"/sys/fs/cgroup/pids/{cgroup}/{agent_id}")
+        assert pids.joinpath("pids.max").read_text().strip() == "40"
+        assert pids.joinpath("cgroup.procs").read_text().split()  # the agent is inside
+        data = await orch.wait_status(agent_id, "completed", "failed", timeout=60)
+    assert data["status"] == "completed", data
+    assert int(data["summary"].removeprefix("pid=")) < 10  # a fresh PID namespace
+    assert not pids.exists()  # the cgroup is removed with the agent
