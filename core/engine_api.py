@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from core.models import AgentState, AgentStatus, Event, SpawnRequest
 
 
 class SpawnResponse(BaseModel):
-    agent_id: str
+    agent_id: str = Field(validation_alias=AliasChoices("agentId", "agent_id"))
     status: AgentStatus
     existing: bool = False
 

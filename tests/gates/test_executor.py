@@ -107,13 +107,15 @@ async def test_descendants_of_walks_the_tree(tmp_path: Path) -> None:
         "sh", "-c", "sleep 30 & sleep 30 & wait", start_new_session=True
     )
     try:
-        for _ in range(100):
+        names: list[str] = []
+        for _ in range(200):  # a forked child is named "sh" until it has exec'd sleep
             kids = descendants_of(proc.pid)
-            if len(kids) >= 2:
+            names = [psutil.Process(k).name() for k in kids]
+            if names == ["sleep", "sleep"]:
                 break
             await asyncio.sleep(0.02)
         assert len(kids) == 2
-        assert all(psutil.Process(k).name() == "sleep" for k in kids)
+        assert names == ["sleep", "sleep"]
         assert descendants_of(2**22 + 12345) == []
     finally:
         os.killpg(proc.pid, 9)
