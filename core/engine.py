@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from core.agents import ModelGateway, PriceTable, model_config_problem
+from core.ai_review import REVIEW_SUFFIX, AiReviewer
 from core.claude_launcher import ClaudeLauncher
 from core.engine_api import KillAllResult, QueueStats, SpawnResponse
-from core.errors import Conflict, NotReady, ValidationFailed
+from core.errors import Conflict, NotFound, NotReady, ValidationFailed
 from core.events import EventBus
 from core.finish import Finisher
 from core.gates import create_gate_runner, validate_gate_names
@@ -111,13 +112,16 @@ class Engine:
             store = StateStore(client, stream_maxlen=settings.event_stream_maxlen)
             lifecycle = Lifecycle(store)
             sandbox = _make_sandbox(settings)
-            launcher, problem = await _make_launcher(settings, lifecycle, stack)
+            claude, claude_problem = await _make_claude(settings, lifecycle, stack)
+            launcher, problem = _choose_launcher(settings, claude, claude_problem)
+            reviewer = AiReviewer(settings, sandbox, claude, paths) if claude else None
             finisher = Finisher(
                 settings=settings,
                 store=store,
                 gates=create_gate_runner(settings.coordinator_url),
                 sandbox_for_gates=sandbox,
                 paths=paths,
+                ai_review=reviewer.for_workspace if reviewer else None,
             )
             spawner = Spawner(
                 settings=settings,
@@ -310,17 +314,17 @@ def _make_sandbox(settings: Settings) -> Sandbox:
         raise NotReady(f"sandbox backend {settings.sandbox_backend!r}: {exc}") from None
 
 
-async def _make_launcher(
+async def _make_claude(
     settings: Settings, lifecycle: Lifecycle, stack: contextlib.AsyncExitStack
-) -> tuple[AgentLauncher, str | None]:
-    """The external agent command when configured, else the built-in Claude runtime."""
-    if settings.mosaic_agent_command:
-        return ExternalCommandLauncher(settings.mosaic_agent_command), None
+) -> tuple[ClaudeLauncher | None, str | None]:
+    """The built-in Claude runtime behind the model gateway, or why it is not available."""
     problem = model_config_problem(settings.model_api_key, settings.anthropic_base_url)
     if problem:
-        return ExternalCommandLauncher("false"), f"{problem} (or MOSAIC_AGENT_COMMAND)"
+        return None, problem
 
-    async def record_usage(agent_id: str, delta: Usage) -> None:
+    async def record_usage(session_id: str, delta: Usage) -> None:
+        agent_id = session_id.removesuffix(REVIEW_SUFFIX)  # ai_review sessions bill their agent
+
         def add(agent: AgentState) -> dict[str, Any]:
             u = agent.usage
             return {
@@ -332,13 +336,25 @@ async def _make_launcher(
                 )
             }
 
-        await lifecycle.update(agent_id, add)
+        with contextlib.suppress(NotFound):
+            await lifecycle.update(agent_id, add)
 
     gateway = ModelGateway(
         settings.anthropic_base_url, settings.model_api_key, PriceTable.load(), record_usage
     )
     stack.push_async_callback(gateway.close)
     return ClaudeLauncher(settings, gateway), None
+
+
+def _choose_launcher(
+    settings: Settings, claude: ClaudeLauncher | None, problem: str | None
+) -> tuple[AgentLauncher, str | None]:
+    """The external agent command when configured, else the built-in Claude runtime."""
+    if settings.mosaic_agent_command:
+        return ExternalCommandLauncher(settings.mosaic_agent_command), None
+    if claude is None:
+        return ExternalCommandLauncher("false"), f"{problem} (or set MOSAIC_AGENT_COMMAND)"
+    return claude, None
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

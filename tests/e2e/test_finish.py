@@ -100,3 +100,39 @@ async def test_clean_change_is_pushed_and_origin_hooks_never_run(
     )
     assert log.startswith("Mosaic Orchestrator <orchestrator@mosaic.local>")
     assert "added app" in log and "Mosaic-Task: T-push" in log
+
+
+STRICT_GATES = """[gates]
+typecheck = "true"
+lint = "true"
+tests = "true"
+coverage = "echo TOTAL 10 0 100%"
+build = "true"
+integration = "true"
+ai_review = true
+"""
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [("reviewer-approve", "completed"), ("reviewer-request-changes", "failed")],
+)
+async def test_ai_review_gate_runs_a_reviewer_session_on_the_diff(
+    claude_factory, origin: Path, tmp_path: Path, script: str, expected: str
+) -> None:
+    seed = tmp_path / "seed-strict"
+    git("clone", "-q", str(origin), str(seed))
+    (seed / ".mosaic").mkdir()
+    (seed / ".mosaic" / "gates.toml").write_text(STRICT_GATES)
+    git("add", ".", cwd=seed)
+    git("commit", "-qm", "strict gates", cwd=seed)
+    git("push", "-q", "origin", "HEAD:main", cwd=seed)
+    # the agent's change carries the marker that makes the scripted reviewer answer as scripted
+    command = f"echo 'note = \"[script:{script}]\"' > note.py; echo wrote note"
+    async with claude_factory(mosaic_agent_command=command) as orch:
+        agent_id = await orch.spawn("T-ai", origin, gateProfile="strict")
+        data = await orch.wait_status(agent_id, "completed", "failed", timeout=90)
+    assert data["status"] == expected, data
+    review = next(g for g in data["result"]["gates"] if g["name"] == "ai_review")
+    assert review["status"] == ("passed" if expected == "completed" else "failed")
+    assert data["usage"]["turns"] >= 1  # the review session is billed to the agent
