@@ -152,7 +152,7 @@ def _url_kwargs(url: str) -> dict[str, Any]:
     elif parts.scheme in ("redis", "rediss", "valkey", "valkeys"):
         kwargs["host"] = parts.hostname or "localhost"
         kwargs["port"] = parts.port or 6379
-        if parts.scheme.endswith("s"):
+        if parts.scheme in ("rediss", "valkeys"):
             kwargs["ssl"] = True
         if parts.path.strip("/").isdigit():
             kwargs["db"] = int(parts.path.strip("/"))
