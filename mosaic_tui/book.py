@@ -55,7 +55,7 @@ COLUMNS: tuple[Column, ...] = (
         12,
         lambda a, b: (a.usage.cost_usd, a.usage.input_tokens + a.usage.output_tokens),
     ),
-    Column("activity", "Last activity", None, lambda a, b: b.activity.get(a.agent_id, "")),
+    Column("activity", "Last activity", 48, lambda a, b: b.activity.get(a.agent_id, "")),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 # Age sorts newest first; every other column reads best ascending.
@@ -115,7 +115,7 @@ class AgentBook:
     def apply_event(self, event: Event) -> bool:
         """Fold an event into the book at once (status, activity); the full state follows later.
 
-        Answers whether the agent is unknown or its state is worth re-reading.
+        Answers whether the agent is unknown or its state is worth re-reading (lifecycle events).
         """
         if not event.agent_id:
             return False
@@ -136,7 +136,7 @@ class AgentBook:
                 if new.final:
                     changes["completed_at"] = event.timestamp
                 self.agents[agent.agent_id] = agent.model_copy(update=changes)
-        return True
+        return event.type.value.startswith("agent.")
 
     def _sample_cpu(self, agent: AgentState) -> None:
         res = agent.resources or {}
@@ -194,7 +194,7 @@ class AgentBook:
             "cpu": Text("-" if cpu is None else f"{cpu:.0f}%", justify="right"),
             "mem": Text(size(mem) if mem is not None else "-", justify="right"),
             "tokens": Text(tokens_cost(agent), justify="right"),
-            "activity": Text(one_line(self.activity.get(agent.agent_id), 60), style="dim"),
+            "activity": Text(one_line(self.activity.get(agent.agent_id), 48), style="dim"),
         }
 
     def counts(self) -> dict[AgentStatus, int]:

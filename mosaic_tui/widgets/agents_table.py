@@ -25,6 +25,7 @@ class AgentsTable(DataTable[Any]):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._shown: dict[str, dict[str, tuple[str, str]]] = {}
         self._order: list[str] = []
+        self._labels: tuple[str, bool] | None = None
 
     def on_mount(self) -> None:
         for column in COLUMNS:
@@ -45,6 +46,9 @@ class AgentsTable(DataTable[Any]):
             self.move_cursor(row=self.get_row_index(agent_id))
 
     def set_sort_labels(self, sort_column: str, descending: bool) -> None:
+        if self._labels == (sort_column, descending):
+            return
+        self._labels = (sort_column, descending)
         arrow = "▼" if descending else "▲"
         for column in COLUMNS:
             label = f"{column.label}{arrow}" if column.key == sort_column else column.label
@@ -69,9 +73,7 @@ class AgentsTable(DataTable[Any]):
             else:
                 for key, sig in signature.items():
                     if before[key] != sig:
-                        self.update_cell(
-                            agent.agent_id, key, cells[key], update_width=key == "activity"
-                        )
+                        self.update_cell(agent.agent_id, key, cells[key])
             self._shown[agent.agent_id] = signature
         current = [str(row.key.value) for row in self.ordered_rows]
         if current != wanted:
