@@ -149,7 +149,8 @@ async def engine_throughput(url: str, root: Path, origin: Path, count: int) -> f
             await engine.spawn(request)
         while True:
             agents = await engine.list_agents()
-            if sum(a.status.value == "completed" for a in agents) == count:
+            mine = [a for a in agents if a.task_id.startswith("E-")]
+            if sum(a.status.value == "completed" for a in mine) == count:
                 break
             await asyncio.sleep(0.05)
         return count / (time.perf_counter() - t0)
