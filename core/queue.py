@@ -105,7 +105,8 @@ class TaskQueue:
         counts = await self.queue.getJobCounts(*COUNT_TYPES)
         paused = await self.is_paused()
         try:
-            workers = len(await self.queue.get_workers())
+            # a worker holds two named connections (commands + blocking wait): count names
+            workers = len({w.get("name") for w in await self.queue.get_workers()})
         except Exception:  # CLIENT LIST may be refused by some providers
             workers = 1 if self.worker else 0
         return QueueStats(

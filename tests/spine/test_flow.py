@@ -156,6 +156,7 @@ async def test_pause_holds_jobs_and_resume_releases_them(orch: Orchestrator, ori
     await asyncio.sleep(1.0)
     _, stats = await orch.get("/queue/stats")
     assert stats["paused"] is True
+    assert stats["workers"] == 1 and stats["concurrency"] == 2
     assert stats["waiting"] + stats["prioritized"] == 1
     assert (await orch.get(f"/agents/{agent_id}/status"))[1]["status"] == "spawning"
     await orch.post("/queue/resume")
