@@ -28,7 +28,6 @@ from core.agents import (
 from core.launch import Launch, LaunchOutcome, SandboxPolicy, base_env
 from core.models import AgentState, SpawnRequest
 from core.settings import Settings
-from sandbox import SandboxSpec
 from sandbox.runtime_binds import python_binds
 
 
@@ -104,20 +103,14 @@ class ClaudeLauncher:
         config_path = io_dir / "config.json"
         await asyncio.to_thread(config_path.write_text, json.dumps(config))
         config_path.chmod(0o600)
-        env = base_env(worktree)
-        spec = SandboxSpec(
-            agent_id=agent.agent_id,
-            argv=runtime_argv(config_path),
-            workdir=worktree,
-            env=env,
+        spec = policy.spec(
+            agent.agent_id,
+            runtime_argv(config_path),
+            worktree=worktree,
+            env=base_env(worktree),
             log_dir=agent_dir,
-            memory_mb=policy.memory_mb,
-            cpu_quota=policy.cpu_quota,
-            pids_max=policy.pids_max,
             ro_binds=tuple(dict.fromkeys((*runtime_ro_binds(), *python_binds(sys.executable)))),
             rw_binds=(io_dir,),
-            readonly_paths=policy.readonly_paths,
-            hidden_paths=policy.hidden_paths,
         )
         return ClaudeLaunch(spec)
 

@@ -62,6 +62,32 @@ class SandboxPolicy:
     readonly_paths: tuple[Path, ...]
     hidden_paths: tuple[Path, ...]
 
+    def spec(
+        self,
+        agent_id: str,
+        argv: list[str],
+        *,
+        worktree: Path,
+        env: dict[str, str],
+        log_dir: Path,
+        ro_binds: tuple[Path, ...] = (),
+        rw_binds: tuple[Path, ...] = (),
+    ) -> SandboxSpec:
+        return SandboxSpec(
+            agent_id=agent_id,
+            argv=argv,
+            workdir=worktree,
+            env=env,
+            log_dir=log_dir,
+            memory_mb=self.memory_mb,
+            cpu_quota=self.cpu_quota,
+            pids_max=self.pids_max,
+            ro_binds=ro_binds,
+            rw_binds=rw_binds,
+            readonly_paths=self.readonly_paths,
+            hidden_paths=self.hidden_paths,
+        )
+
     @classmethod
     def from_settings(
         cls, settings: Settings, *, readonly: list[Path], hidden: list[Path]
@@ -114,16 +140,11 @@ class ExternalCommandLauncher:
         policy: SandboxPolicy,
         stack: contextlib.AsyncExitStack,
     ) -> Launch:
-        spec = SandboxSpec(
-            agent_id=agent.agent_id,
-            argv=["/bin/sh", "-c", self.command],
-            workdir=worktree,
+        spec = policy.spec(
+            agent.agent_id,
+            ["/bin/sh", "-c", self.command],
+            worktree=worktree,
             env=agent_env(agent, request, worktree),
             log_dir=agent_dir,
-            memory_mb=policy.memory_mb,
-            cpu_quota=policy.cpu_quota,
-            pids_max=policy.pids_max,
-            readonly_paths=policy.readonly_paths,
-            hidden_paths=policy.hidden_paths,
         )
         return Launch(spec)

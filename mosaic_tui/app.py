@@ -410,19 +410,9 @@ class MosaicApp(App[None]):
 
 async def run_local_dashboard(settings: Settings) -> None:
     """Engine, API server and dashboard in one asyncio loop; quitting stops all three."""
-    from core.api import serve
-    from core.engine import Engine
+    from core.api.service import running_service
 
-    async with (
-        Engine.running(settings) as engine,
-        serve(
-            engine,
-            host=settings.orchestrator_host,
-            port=settings.orchestrator_port,
-            api_key=settings.orchestrator_api_key,
-            max_body_bytes=settings.max_body_bytes,
-        ) as runner,
-    ):
+    async with running_service(settings) as (engine, runner):
         host, port = runner.addresses[0][:2]
         app = MosaicApp(engine, local=True, api_url=f"API http://{host}:{port}")
         log_file = Path(settings.mosaic_state_dir) / "logs" / "dashboard.log"

@@ -41,19 +41,9 @@ async def _wait_for_stop_signal() -> None:
 
 
 async def run_headless(settings: Settings) -> None:
-    from core.api import serve
-    from core.engine import Engine
+    from core.api.service import running_service
 
-    async with (
-        Engine.running(settings, subreaper=True) as engine,
-        serve(
-            engine,
-            host=settings.orchestrator_host,
-            port=settings.orchestrator_port,
-            api_key=settings.orchestrator_api_key,
-            max_body_bytes=settings.max_body_bytes,
-        ) as runner,
-    ):
+    async with running_service(settings) as (_engine, runner):
         addresses = ", ".join(f"{a[0]}:{a[1]}" for a in runner.addresses)
         print(f"mosaic-orchestrator: headless, API on {addresses}", flush=True)
         await _wait_for_stop_signal()
