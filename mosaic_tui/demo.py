@@ -126,7 +126,16 @@ def _line(event: Event, names: dict[str, str]) -> str:
 
 
 async def run_headless_demo(base: Settings) -> int:
-    logging.getLogger().setLevel(logging.ERROR)  # the event flow is the output
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the event flow is the output
+    try:
+        return await _headless_demo(base)
+    finally:
+        root.setLevel(level)
+
+
+async def _headless_demo(base: Settings) -> int:
     async with demo_engine(base) as (engine, origin):
         print(f"demo: sandbox {engine.settings.sandbox_backend}, sample repository {origin}")
         names: dict[str, str] = {}

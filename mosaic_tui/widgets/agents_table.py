@@ -15,6 +15,9 @@ from textual.widgets import DataTable
 
 from mosaic_tui.book import COLUMNS, AgentBook
 
+TICKING = frozenset({"age", "cpu"})
+"""Columns that change with the clock alone: off-screen rows skip those updates."""
+
 
 class AgentsTable(DataTable[Any]):
     DEFAULT_CSS = """
@@ -64,16 +67,20 @@ class AgentsTable(DataTable[Any]):
         for gone in [aid for aid in self._shown if aid not in keep]:
             self.remove_row(gone)
             del self._shown[gone]
-        for agent in visible:
+        top = round(self.scroll_offset.y)
+        on_screen = range(max(0, top - 2), top + self.size.height + 2)
+        for index, agent in enumerate(visible):
             cells = book.row(agent, now)
             signature = {key: (cell.plain, str(cell.style)) for key, cell in cells.items()}
             before = self._shown.get(agent.agent_id)
             if before is None:
                 self.add_row(*(cells[c.key] for c in COLUMNS), key=agent.agent_id)
             else:
-                for key, sig in signature.items():
-                    if before[key] != sig:
-                        self.update_cell(agent.agent_id, key, cells[key])
+                changed = [key for key, sig in signature.items() if before[key] != sig]
+                if index not in on_screen and set(changed) <= TICKING:
+                    continue  # off-screen clock ticks wait until the row is scrolled into view
+                for key in changed:
+                    self.update_cell(agent.agent_id, key, cells[key])
             self._shown[agent.agent_id] = signature
         current = [str(row.key.value) for row in self.ordered_rows]
         if current != wanted:

@@ -30,7 +30,7 @@ async def test_agent_runs_in_its_own_pid_namespace_and_cgroup(
 ) -> None:
     cgroup = f"mosaic-test-{uuid.uuid4().hex[:8]}"
     async with orchestrator_factory(
-        mosaic_agent_command="echo pid=$$; sleep 2",
+        mosaic_agent_command="echo pid=$$; sleep 5",
         sandbox_backend="bwrap",
         sandbox_cgroup_parent=cgroup,
         sandbox_pids_max=40,
