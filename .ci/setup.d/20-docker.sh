@@ -33,7 +33,8 @@ export CONTAINERS_CONF="$CONF"
 
 if ! curl -fsS --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; then
   rm -f "$SOCK"
-  nohup podman system service --time=0 "unix://$SOCK" >/var/log/mosaic-podman.log 2>&1 &
+  # from /: the service (and its conmon children) must not depend on the caller's cwd
+  (cd / && nohup podman system service --time=0 "unix://$SOCK" >/var/log/mosaic-podman.log 2>&1 &)
   i=0
   while [ $i -lt 100 ] && ! curl -fsS --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; do
     sleep 0.1; i=$((i + 1))
