@@ -1,0 +1,75 @@
+"""The real command in a real terminal (tmux): dashboard + engine + API in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="tmux is needed to give the dashboard a terminal"
+)
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+async def _screen_until(session: str, pattern: str, timeout: float = 60) -> str:
+    screen = ""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                screen = _tmux("capture-pane", "-p", "-t", session)
+                if re.search(pattern, screen):
+                    return screen
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise AssertionError(f"never saw {pattern!r} on the screen:\n{screen}") from None
+
+
+async def test_local_dashboard_spawns_kills_and_quits_cleanly(tmp_path: Path, origin: Path) -> None:
+    session = f"mosaic-{uuid.uuid4().hex[:8]}"
+    env = {
+        "MOSAIC_STATE_DIR": str(tmp_path / "state"),
+        "MOSAIC_AGENT_COMMAND": "echo on-screen; sleep 120",
+        "SANDBOX_BACKEND": "none",
+        "ORCHESTRATOR_PORT": "0",
+        "TERM": "xterm-256color",
+    }
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    command = f"env -u NO_COLOR {exports} {shlex.quote(sys.executable)} -m mosaic_tui"
+    _tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "48", command)
+    try:
+        screen = await _screen_until(session, r"API http://127\.0\.0\.1:\d+")
+        port = re.search(r"API http://127\.0\.0\.1:(\d+)", screen).group(1)  # type: ignore[union-attr]
+        pid = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
+        body = {"taskId": "TERM-1", "agentType": "worker", "context": {"repository": str(origin)}}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{port}/agents/spawn", json=body) as resp:
+                assert resp.status == 202
+        await _screen_until(session, r"TERM-1 .*running")
+        _tmux("send-keys", "-t", session, "k")
+        await _screen_until(session, r"(?i)kill")
+        _tmux("send-keys", "-t", session, "y")
+        await _screen_until(session, r"TERM-1 .*killed")
+        descendants = psutil.Process(pid).children(recursive=True)
+        _tmux("send-keys", "-t", session, "q")
+        async with asyncio.timeout(30):
+            while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                await asyncio.sleep(0.2)
+        _gone, alive = psutil.wait_procs(descendants, timeout=5)
+        assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert os.path.isdir(tmp_path / "state" / "valkey")  # the embedded server kept its data
