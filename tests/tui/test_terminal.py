@@ -55,9 +55,9 @@ async def test_local_dashboard_spawns_kills_and_quits_cleanly(tmp_path: Path, or
         port = re.search(r"API http://127\.0\.0\.1:(\d+)", screen).group(1)  # type: ignore[union-attr]
         pid = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
         body = {"taskId": "TERM-1", "agentType": "worker", "context": {"repository": str(origin)}}
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://127.0.0.1:{port}/agents/spawn", json=body) as resp:
-                assert resp.status == 202
+        url = f"http://127.0.0.1:{port}/agents/spawn"
+        async with aiohttp.ClientSession() as http, http.post(url, json=body) as resp:
+            assert resp.status == 202
         await _screen_until(session, r"TERM-1 .*running")
         _tmux("send-keys", "-t", session, "k")
         await _screen_until(session, r"(?i)kill")
