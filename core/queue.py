@@ -106,7 +106,9 @@ class TaskQueue:
         paused = await self.is_paused()
         try:
             # a worker holds two named connections (commands + blocking wait): count names
-            workers = len({w.get("name") for w in await self.queue.get_workers()})
+            workers = len(
+                {w.get("rawname") or w.get("name") for w in await self.queue.get_workers()}
+            )
         except Exception:  # CLIENT LIST may be refused by some providers
             workers = 1 if self.worker else 0
         return QueueStats(
