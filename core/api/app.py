@@ -13,7 +13,7 @@ from aiohttp import web
 from core.api.auth import auth_middleware
 from core.api.errors import error_middleware, read_json
 from core.api.openapi import openapi_document
-from core.api.sse import stream_events
+from core.api.sse import KEEPALIVE_S, SSE_KEEPALIVE, stream_events
 from core.api.views import agent_view
 from core.engine_api import EngineAPI
 from core.errors import ValidationFailed
@@ -110,13 +110,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(
-    engine: EngineAPI, *, api_key: str | None = None, max_body_bytes: int = 1_048_576
+    engine: EngineAPI,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = 1_048_576,
+    sse_keepalive_s: float = KEEPALIVE_S,
 ) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware(api_key)], client_max_size=max_body_bytes
     )
     app[ENGINE] = engine
     app[STARTED] = time.monotonic()
+    app[SSE_KEEPALIVE] = sse_keepalive_s
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
     app.router.add_post("/agents/spawn", spawn)

@@ -12,6 +12,7 @@ from core.events import SubscriberLagged
 from core.models import Event
 
 KEEPALIVE_S = 15.0
+SSE_KEEPALIVE: web.AppKey[float] = web.AppKey("sse_keepalive_s", float)
 
 
 async def stream_events(request: web.Request, engine: EngineAPI) -> web.StreamResponse:
@@ -27,7 +28,7 @@ async def stream_events(request: web.Request, engine: EngineAPI) -> web.StreamRe
     )
     await response.prepare(request)
     await response.write(b": connected\n\n")
-    keepalive = float(request.app.get("sse_keepalive_s", KEEPALIVE_S))
+    keepalive = request.app.get(SSE_KEEPALIVE, KEEPALIVE_S)
     events = engine.events(last_id)
     pending: asyncio.Task[Event] | None = None
     try:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+from aiohttp.test_utils import TestClient, TestServer
 
+from core.api import create_app
 from tests.spine.conftest import Orchestrator, OrchestratorFactory
 
 
@@ -178,3 +180,12 @@ async def test_client_disconnect_mid_sse_leaves_server_healthy(orch: Orchestrato
         await resp.content.readline()
     status, _ = await orch.get("/health")
     assert status == 200
+
+
+async def test_sse_sends_keepalive_comments(orch: Orchestrator) -> None:
+    app = create_app(orch.engine, sse_keepalive_s=0.2)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/agents/events")
+        lines = [await resp.content.readline() for _ in range(4)]
+        assert b": keep-alive\n" in lines
+        resp.close()
