@@ -28,6 +28,7 @@ from core.agents import (
 from core.launch import Launch, LaunchOutcome, SandboxPolicy, base_env
 from core.models import AgentState, SpawnRequest
 from core.settings import Settings
+from sandbox import SandboxSpec
 from sandbox.runtime_binds import python_binds
 
 
@@ -44,6 +45,21 @@ def io_root() -> Path:
 
 
 class ClaudeLaunch(Launch):
+    def __init__(self, spec: SandboxSpec, io_dir: Path) -> None:
+        super().__init__(spec)
+        self.io_dir = io_dir
+
+    async def collect(self) -> None:
+        transcript = self.io_dir / "transcript.jsonl"
+        target = self.spec.log_dir / "transcript.jsonl"
+
+        def copy() -> None:
+            if transcript.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(transcript, target)
+
+        await asyncio.to_thread(copy)
+
     def outcome(self, last_stdout_line: str | None) -> LaunchOutcome:
         if not last_stdout_line:
             return LaunchOutcome(summary=None, error="the agent runtime printed no result")
@@ -78,7 +94,7 @@ class ClaudeLauncher:
         io_dir = await asyncio.to_thread(io_root) / agent.agent_id
         await asyncio.to_thread(shutil.rmtree, io_dir, True)
         await asyncio.to_thread(io_dir.mkdir, 0o700)
-        stack.push_async_callback(self._collect, io_dir, agent_dir)
+        stack.push_async_callback(asyncio.to_thread, shutil.rmtree, io_dir, True)
         endpoint = await stack.enter_async_context(
             self.gateway.serve_agent(agent.agent_id, io_dir, self.settings.agent_max_tokens)
         )
@@ -112,17 +128,6 @@ class ClaudeLauncher:
             ro_binds=tuple(dict.fromkeys((*runtime_ro_binds(), *python_binds(sys.executable)))),
             rw_binds=(io_dir,),
         )
-        return ClaudeLaunch(spec)
-
-    @staticmethod
-    async def _collect(io_dir: Path, agent_dir: Path) -> None:
-        """Keep the transcript with the agent's logs; remove the I/O dir (config, socket)."""
-
-        def move() -> None:
-            transcript = io_dir / "transcript.jsonl"
-            if transcript.exists():
-                agent_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(transcript, agent_dir / "transcript.jsonl")
-            shutil.rmtree(io_dir, ignore_errors=True)
-
-        await asyncio.to_thread(move)
+        launch = ClaudeLaunch(spec, io_dir)
+        stack.push_async_callback(launch.collect)  # also when the agent is killed
+        return launch

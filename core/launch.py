@@ -38,6 +38,9 @@ class Launch:
     def outcome(self, last_stdout_line: str | None) -> LaunchOutcome:
         return LaunchOutcome(summary=last_stdout_line)
 
+    async def collect(self) -> None:
+        """Keep the session's artefacts (e.g. the transcript) with the agent's logs."""
+
 
 class AgentLauncher(Protocol):
     async def prepare(

@@ -242,6 +242,7 @@ class Spawner:
         status = AgentStatus.FAILED if error else AgentStatus.COMPLETED
         if result.pushed:
             workspace.pushed = True
+        await workspace.launch.collect()
         try:
             await self.lifecycle.transition(
                 agent.agent_id,
