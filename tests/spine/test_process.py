@@ -87,7 +87,7 @@ async def _wait_line(proc: asyncio.subprocess.Process, needle: str) -> str:
                 return line
 
 
-async def test_headless_serves_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+async def test_headless_serves_then_stops_cleanly_on_sigterm(tmp_path: Path, origin: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -108,17 +108,6 @@ async def test_headless_serves_then_stops_cleanly_on_sigterm(tmp_path: Path) -> 
             async with http.get(f"http://127.0.0.1:{port}/health/ready") as resp:
                 body = await resp.json()
                 assert resp.status == 200 and body["checks"]["valkey"]["embedded"] is True
-            origin = tmp_path / "origin.git"
-            subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
-            seed = tmp_path / "seed"
-            subprocess.run(["git", "clone", "-q", str(origin), str(seed)], check=True)
-            (seed / "f").write_text("x")
-            idn = ["-c", "user.name=t", "-c", "user.email=t@t"]
-            subprocess.run(["git", *idn, "-C", str(seed), "add", "f"], check=True)
-            subprocess.run(["git", *idn, "-C", str(seed), "commit", "-qm", "i"], check=True)
-            subprocess.run(
-                ["git", "-C", str(seed), "push", "-q", "origin", "HEAD:main"], check=True
-            )
             body_: dict[str, Any] = {
                 "taskId": "T-cli",
                 "agentType": "worker",
