@@ -140,6 +140,7 @@ class CoordinatorGateRunner:
             "gates": phase_gates,
             "commit": ctx.commit,
             "baseSha": ctx.base_sha,
+            "worktree": str(ctx.worktree),
             "coverageThreshold": (
                 repo.coverage_threshold
                 if repo is not None and repo.coverage_threshold is not None
