@@ -111,6 +111,7 @@ async def test_pass_posts_the_contract_and_maps_results(
         "gates": ["tests", "coverage"],
         "commit": "c" * 40,
         "baseSha": "b" * 40,
+        "worktree": str(tmp_path),
         "coverageThreshold": 85.0,
     }
     assert fake.headers[0]["Authorization"] == "Bearer s3cret"
