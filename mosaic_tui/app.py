@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 W = TypeVar("W", bound=Widget)
 
 TICK_S = 0.15
+TABLE_INTERVAL_S = 0.5
+"""Background updates (events, clocks) redraw the agents table at most this often: each redraw
+of a DataTable costs tens of milliseconds on the shared event loop."""
 FULL_REFRESH_S = 2.0
 STATS_REFRESH_S = 1.0
 MAX_EVENTS_PER_TICK = 2000
@@ -95,6 +98,7 @@ class MosaicApp(App[None]):
         self._last_full = 0.0
         self._last_stats = 0.0
         self._last_age = 0.0
+        self._last_table = 0.0
         self._full_wanted = True
         self._stats_wanted = True
 
@@ -126,8 +130,8 @@ class MosaicApp(App[None]):
         if now - self._last_age >= 1.0:
             self._last_age = now
             self._dirty = True
-        if self._dirty:
-            self.refresh_table()
+        if self._dirty and now - self._last_table >= TABLE_INTERVAL_S:
+            self.refresh_table()  # background changes; key actions refresh at once
         if not self._fetching:
             self._maybe_fetch(now)
 
@@ -164,6 +168,7 @@ class MosaicApp(App[None]):
 
     def refresh_table(self) -> None:
         self._dirty = False
+        self._last_table = time.monotonic()
         table = self._find(AgentsTable)
         if table is None:
             return
