@@ -122,6 +122,7 @@ class Engine:
                 sandbox_for_gates=sandbox,
                 paths=paths,
                 ai_review=reviewer.for_workspace if reviewer else None,
+                push_non_workers=settings.push_non_workers,
             )
             spawner = Spawner(
                 settings=settings,

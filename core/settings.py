@@ -66,8 +66,10 @@ class Settings(BaseSettings):
     agent_max_wall_s: float = Field(3600, gt=0)
     agent_stuck_s: float = Field(900, gt=0)
 
-    # Gates
+    # Gates and finish
     coordinator_url: str | None = None
+    push_non_workers: bool = False
+    """Reviewers and testers commit and push their changes too (workers always do)."""
 
     # Sandbox
     sandbox_enabled: bool = True

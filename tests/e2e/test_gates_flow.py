@@ -121,3 +121,23 @@ async def test_coordinator_evaluates_the_gates_when_configured(
         data = await orch.wait_status(bad, "failed", "completed")
     assert data["status"] == "failed" and data["error"].startswith("gates: ")
     assert "mosaic/worker/T-coord-2" not in _branches(origin)
+
+
+async def test_tester_pushes_only_when_configured(
+    orchestrator_factory: OrchestratorFactory, origin: Path
+) -> None:
+    command = "mkdir -p tests && echo 'def test_x(): pass' > tests/test_x.py; echo added a test"
+    async with orchestrator_factory(mosaic_agent_command=command) as orch:
+        quiet = await orch.spawn("T-tester-1", origin, agentType="tester", gateProfile="custom",
+                                 context={"gates": ["lint"]})  # fmt: skip
+        data = await orch.wait_status(quiet, "completed", "failed")
+    assert data["status"] == "completed", data
+    assert data["result"]["pushed"] is False
+    async with orchestrator_factory(mosaic_agent_command=command, push_non_workers=True) as orch:
+        loud = await orch.spawn("T-tester-2", origin, agentType="tester", gateProfile="custom",
+                                context={"gates": ["lint"]})  # fmt: skip
+        data = await orch.wait_status(loud, "completed", "failed")
+    assert data["status"] == "completed", data
+    assert data["result"]["pushed"] is True
+    assert "mosaic/tester/T-tester-2" in _branches(origin)
+    assert "mosaic/tester/T-tester-1" not in _branches(origin)
