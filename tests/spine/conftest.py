@@ -98,6 +98,12 @@ def make_settings(tmp_path: Path, valkey_url: str, **overrides: Any) -> Settings
         "mosaic_agent_command": "echo working; echo done-summary",
         "max_concurrent_agents": 2,
         "orchestrator_queue_concurrency": 2,
+        # whatever the machine's environment holds, tests choose their model explicitly
+        "claude_api_key": None,
+        "anthropic_api_key": None,
+        "anthropic_base_url": None,
+        "coordinator_url": None,
+        "orchestrator_api_key": None,
     }
     values.update(overrides)
     return load_settings(**values)
