@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,27 @@ class Spawner:
             exit_code = await self._follow(run, agent, process)
             if run.kill_requested.is_set():
                 return {"status": "killed"}
-            return await self._finish(run, agent, request, workspace, process, exit_code)
+            return await self._until_killed(
+                run, self._finish(run, agent, request, workspace, process, exit_code)
+            )
+
+    @staticmethod
+    async def _until_killed(
+        run: AgentRun, stage: Coroutine[Any, Any, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Run a stage (gates, push...), abandoning it as soon as the agent is killed."""
+        task = asyncio.ensure_future(stage)
+        killer = asyncio.ensure_future(run.kill_requested.wait())
+        try:
+            await asyncio.wait({task, killer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            killer.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()  # cancelling kills the stage's own sandboxes (gate commands)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return {"status": "killed"}
 
     async def _start(
         self,
@@ -170,9 +191,7 @@ class Spawner:
         stack: contextlib.AsyncExitStack,
     ) -> SandboxProcess:
         agent_dir = self.paths.agent_dir(agent.agent_id)
-        agent_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("stdout.log", "stderr.log"):
-            (agent_dir / name).unlink(missing_ok=True)  # a retry starts with fresh logs
+        await asyncio.to_thread(_fresh_log_dir, agent_dir)
         policy = SandboxPolicy.from_settings(
             self.settings,
             readonly=workspace.readonly_paths,
@@ -304,3 +323,9 @@ def _headline(text: str | None) -> str | None:
         if line.strip():
             return line.strip()[:500]
     return None
+
+
+def _fresh_log_dir(agent_dir: Path) -> None:
+    agent_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("stdout.log", "stderr.log"):
+        (agent_dir / name).unlink(missing_ok=True)  # a retry starts with fresh logs

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from core.models import Event
 from core.store import StateStore
+from tests.conftest import git
 from tests.spine.conftest import Orchestrator, OrchestratorFactory
 
 
@@ -246,3 +247,29 @@ async def test_shutdown_kills_and_reaps_local_agents(
     stored = await StateStore(redis_client).get_agent(agent_id)
     assert stored.status.value == "killed" and stored.error == "killed by shutdown"
     assert worktree and not Path(worktree).exists()
+
+
+async def test_kill_during_the_gates_stops_them_at_once(
+    orchestrator_factory: OrchestratorFactory, origin: Path, tmp_path: Path
+) -> None:
+    seed = tmp_path / "slow-gates"
+    git("clone", "-q", str(origin), str(seed))
+    (seed / ".mosaic").mkdir()
+    marker = tmp_path / "gate-pid"
+    (seed / ".mosaic" / "gates.toml").write_text(
+        f'[gates]\ntypecheck = false\nlint = "echo $$ > {marker}; exec sleep 300"\n'
+        "tests = false\ncoverage = false\n"
+    )
+    git("add", ".", cwd=seed)
+    git("commit", "-qm", "slow gate", cwd=seed)
+    git("push", "-q", "origin", "HEAD:main", cwd=seed)
+    async with orchestrator_factory(mosaic_agent_command="echo x > x.txt; echo did x") as orch:
+        agent_id = await orch.spawn("T-gatekill", origin)
+        gate_pid = int(await _wait_file(marker))
+        assert _alive(gate_pid)
+        status, body = await orch.post(f"/agents/{agent_id}/kill")
+        assert status == 200 and body["status"] == "killed"
+        assert not _alive(gate_pid)
+        assert orch.engine.spawner.live == {}
+        audit = await orch.engine.store.audit_records()
+        assert audit[0]["outcome"] == "killed"
