@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -76,3 +77,19 @@ async def test_api_key_is_absent_from_the_sandbox(claude: Orchestrator, origin: 
         path = agent_dir / name
         if path.exists():
             assert FAKE_KEY not in path.read_text()
+
+
+async def test_a_probing_agent_finds_no_key_in_env_proc_or_files(
+    claude: Orchestrator, origin: Path
+) -> None:
+    agent_id = await claude.spawn("T-probe", origin, context={"instructions": "[script:key-probe]"})
+    data = await claude.wait_status(agent_id, "completed", "failed", timeout=120)
+    assert data["status"] == "completed", data
+    transcript = claude.settings.mosaic_state_dir / "agents" / agent_id / "transcript.jsonl"
+    records = [json.loads(line) for line in transcript.read_text().splitlines()]
+    [probe] = [r for r in records if r.get("type") == "tool_result"]
+    stdout = json.loads(probe["output"])["stdout"]
+    assert "PATH=" in stdout and "probe-done" in stdout  # the probe really ran
+    assert FAKE_KEY not in stdout
+    files = stdout.rsplit("files:", 1)[1].split("probe-done")[0].strip()
+    assert files == ""  # grep found no file holding the key
