@@ -87,6 +87,21 @@ async def _wait_line(proc: asyncio.subprocess.Process, needle: str) -> str:
                 return line
 
 
+async def _spawn_until_running(
+    http: aiohttp.ClientSession, port: int, task_id: str, origin: Path
+) -> str:
+    base = f"http://127.0.0.1:{port}"
+    body = {"taskId": task_id, "agentType": "worker", "context": {"repository": str(origin)}}
+    async with http.post(f"{base}/agents/spawn", json=body) as resp:
+        agent_id = str((await resp.json())["agentId"])
+    async with asyncio.timeout(30):
+        while True:
+            async with http.get(f"{base}/agents/{agent_id}/status") as resp:
+                if (await resp.json())["status"] == "running":
+                    return agent_id
+            await asyncio.sleep(0.05)
+
+
 async def test_headless_serves_then_stops_cleanly_on_sigterm(tmp_path: Path, origin: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -108,18 +123,7 @@ async def test_headless_serves_then_stops_cleanly_on_sigterm(tmp_path: Path, ori
             async with http.get(f"http://127.0.0.1:{port}/health/ready") as resp:
                 body = await resp.json()
                 assert resp.status == 200 and body["checks"]["valkey"]["embedded"] is True
-            body_: dict[str, Any] = {
-                "taskId": "T-cli",
-                "agentType": "worker",
-                "context": {"repository": str(origin)},
-            }
-            async with http.post(f"http://127.0.0.1:{port}/agents/spawn", json=body_) as resp:
-                agent_id = (await resp.json())["agentId"]
-            for _ in range(200):
-                async with http.get(f"http://127.0.0.1:{port}/agents/{agent_id}/status") as resp:
-                    if (await resp.json())["status"] == "running":
-                        break
-                await asyncio.sleep(0.05)
+            await _spawn_until_running(http, port, "T-cli", origin)
         descendants = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
@@ -164,18 +168,7 @@ async def test_dead_instance_job_is_recovered_by_another_instance(
         line = await _wait_line(dead, "API on")
         port = int(line.rsplit(":", 1)[1])
         async with aiohttp.ClientSession() as http:
-            body = {
-                "taskId": "T-orphan",
-                "agentType": "worker",
-                "context": {"repository": str(origin)},
-            }
-            async with http.post(f"http://127.0.0.1:{port}/agents/spawn", json=body) as resp:
-                agent_id = (await resp.json())["agentId"]
-            for _ in range(200):
-                async with http.get(f"http://127.0.0.1:{port}/agents/{agent_id}/status") as resp:
-                    if (await resp.json())["status"] == "running":
-                        break
-                await asyncio.sleep(0.05)
+            agent_id = await _spawn_until_running(http, port, "T-orphan", origin)
         dead.kill()  # the instance dies without any cleanup
         await dead.wait()
     finally:
