@@ -117,8 +117,7 @@ class ClaudeLauncher:
             max_wall_s=self.settings.agent_max_wall_s,
         )
         config_path = io_dir / "config.json"
-        await asyncio.to_thread(config_path.write_text, json.dumps(config))
-        config_path.chmod(0o600)
+        await asyncio.to_thread(_write_private, config_path, json.dumps(config))
         spec = policy.spec(
             agent.agent_id,
             runtime_argv(config_path),
@@ -131,3 +130,10 @@ class ClaudeLauncher:
         launch = ClaudeLaunch(spec, io_dir)
         stack.push_async_callback(launch.collect)  # also when the agent is killed
         return launch
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds the agent's gateway token)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
