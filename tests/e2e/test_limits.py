@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -39,7 +40,13 @@ async def test_agent_runs_in_its_own_pid_namespace_and_cgroup(
         await orch.wait_status(agent_id, "running")
         pids = Path(f"/sys/fs/cgroup/pids/{cgroup}/{agent_id}")
         assert pids.joinpath("pids.max").read_text().strip() == "40"
-        assert pids.joinpath("cgroup.procs").read_text().split()  # the agent is inside
+        procs: list[str] = []
+        for _ in range(100):  # the launcher enters the cgroup a moment after it is spawned
+            procs = pids.joinpath("cgroup.procs").read_text().split()
+            if procs:
+                break
+            await asyncio.sleep(0.02)
+        assert procs  # the agent is inside its cgroup
         data = await orch.wait_status(agent_id, "completed", "failed", timeout=60)
     assert data["status"] == "completed", data
     assert int(data["summary"].removeprefix("pid=")) < 10  # a fresh PID namespace
