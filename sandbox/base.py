@@ -43,6 +43,8 @@ class SandboxSpec:
     hidden_paths: tuple[Path, ...] = ()
     """Host paths that must be invisible inside (state dir, config, home...)."""
     network: bool = False
+    tmp_mb: int = 512
+    """Size of the sandbox's private ``/tmp`` and ``$HOME`` (tmpfs; part of the disk budget)."""
 
 
 @dataclass(frozen=True)

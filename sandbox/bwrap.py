@@ -1,8 +1,20 @@
 """The ``bwrap`` backend: bubblewrap namespaces + a per-agent cgroup (default on Linux).
 
-``start`` creates the agent's cgroup with its limits, then launches
-``sh (enter cgroup) -> exec bwrap <policy> -- argv`` so the agent never runs outside its cgroup.
-Without writable cgroups it starts anyway under rlimits and reports the degraded mode.
+``start`` creates the agent's cgroup with its limits, hands the worktree and the other writable
+paths to the sandbox user, then launches::
+
+    sh (enter cgroup, as root) -> [bwrap (stage, as root)] -> setpriv (drop to the sandbox user)
+        -> bwrap <policy> (as the sandbox user) -> argv
+
+so the agent never runs outside its cgroup and never as host root: bwrap's user namespace maps
+only the sandbox user. bwrap resolves bind sources as that user; a source it cannot reach (a
+toolchain or worktree under a private home) is first bound by a root bwrap into a private tmpfs
+of a mount namespace of its own (``stage``), from where the unprivileged bwrap binds it. Nothing
+of the stage outlives the sandbox. Without the drop (an orchestrator that is not root) the chain
+is just ``sh -> bwrap``.
+
+Without usable cgroups the backend fails closed: ``start`` refuses and ``health`` is not ok,
+unless ``allow_no_cgroups`` (SANDBOX_ALLOW_NO_CGROUPS) accepts rlimits only, a degraded mode.
 Kill and cleanup act on the whole cgroup, so double-forked descendants go too; the pid namespace
 and ``--die-with-parent`` additionally take everything down when the orchestrator dies.
 """
@@ -16,18 +28,23 @@ import os
 import shutil
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
 from sandbox.base import SandboxError, SandboxHealth, SandboxSpec, SandboxStats
+from sandbox.bwrap_binary import BwrapBinary, locate_bwrap
 from sandbox.cgroups import AgentCgroup, CgroupLayout, CgroupManager, Limits
+from sandbox.identity import SANDBOX_HOME, SandboxUser
 from sandbox.launcher import CGROUP_ENTER_EXIT_CODE, enter_cgroup_argv, rlimit_argv
-from sandbox.policy import build_args, validate_spec
-from sandbox.seccomp import build_filter, filter_fd
+from sandbox.policy import bind_sources, build_args, validate_spec
+from sandbox.seccomp import build_filter, data_fd, filter_fd
 
 log = logging.getLogger(__name__)
 
 _LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+PRIVATE_DIR = Path("/run/mosaic-sandbox")
+"""Root-owned, world-searchable: the stage mount point and a reachable copy of the wheel's bwrap."""
 
 
 @dataclass
@@ -57,11 +74,16 @@ class BwrapProcess:
     """A running bwrap sandbox. Every method is safe after the process has ended."""
 
     def __init__(
-        self, agent_id: str, proc: asyncio.subprocess.Process, cgroup: AgentCgroup | None
+        self,
+        agent_id: str,
+        proc: asyncio.subprocess.Process,
+        cgroup: AgentCgroup | None,
+        bwrap: str = "",
     ) -> None:
         self.agent_id = agent_id
         self._proc = proc
         self._cgroup = cgroup
+        self._bwrap = os.path.realpath(bwrap) if bwrap else ""
         self._last = SandboxStats()
         self._cleaned = False
 
@@ -92,14 +114,21 @@ class BwrapProcess:
     def signal(self, sig: signal.Signals) -> None:
         """Send ``sig`` to every process in the sandbox.
 
-        Except for SIGKILL, bwrap itself (our direct child) is skipped: it exits with the agent's
-        status once the agent exits, while a TERM would make it die first and SIGKILL the agent.
+        Except for SIGKILL, the bwrap processes (our direct child and the chain's monitors) are
+        skipped: they exit with the agent's status once the agent exits, while a TERM would make
+        them die first and SIGKILL the agent.
         """
         for pid in self._members():
-            if pid == self._proc.pid and sig != signal.SIGKILL:
+            if sig != signal.SIGKILL and (pid == self._proc.pid or self._is_bwrap(pid)):
                 continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
+
+    def _is_bwrap(self, pid: int) -> bool:
+        try:
+            return bool(self._bwrap) and os.readlink(f"/proc/{pid}/exe") == self._bwrap
+        except OSError:
+            return False
 
     async def _gone(self) -> bool:
         members = await asyncio.to_thread(self._members)
@@ -171,17 +200,29 @@ class BwrapSandbox:
         self,
         *,
         cgroup_parent: str = "mosaic",
-        bwrap: str = "bwrap",
+        bwrap: str | None = None,
         layout: CgroupLayout | None = None,
         seccomp: bool = True,
+        user: SandboxUser | None = None,
+        allow_no_cgroups: bool = False,
+        private_dir: Path = PRIVATE_DIR,
     ) -> None:
-        path = shutil.which(bwrap)
-        if path is None:
-            raise SandboxError(
-                f"bubblewrap ({bwrap!r}) not found: install the 'bubblewrap' package "
-                "or choose another sandbox backend"
-            )
-        self._bwrap = path
+        self.user = user if user is not None else SandboxUser.resolve()
+        self._private = private_dir
+        self._setpriv: str | None = None
+        if self.user.drop:
+            self._setpriv = shutil.which("setpriv")
+            if self._setpriv is None:
+                raise SandboxError("setpriv (util-linux) not found: it drops agents to SANDBOX_UID")
+            try:
+                (private_dir / "stage").mkdir(parents=True, exist_ok=True)
+                os.chmod(private_dir, 0o755)
+                os.chmod(private_dir / "stage", 0o755)
+            except OSError as exc:
+                raise SandboxError(f"cannot prepare {private_dir}: {exc}") from exc
+        self.binary: BwrapBinary = locate_bwrap(bwrap, self.user, private_dir)
+        self._bwrap = self.binary.path
+        self._allow_no_cgroups = allow_no_cgroups
         self._prlimit = shutil.which("prlimit")
         self._cgroups = CgroupManager(cgroup_parent, layout)
         self._cg_problem: str | None = None
@@ -200,6 +241,45 @@ class BwrapSandbox:
                 )
         return self._cg_problem
 
+    def _chain(self, spec: SandboxSpec, fds: list[int]) -> list[str]:
+        """``[stage bwrap] [setpriv] bwrap <policy> -- argv`` (fds it needs appended to ``fds``)."""
+        if self._seccomp is not None:
+            fds.append(filter_fd(self._seccomp))
+        seccomp = fds[-1] if self._seccomp is not None else None
+        etc = {"/etc/passwd": data_fd(self.user.passwd()), "/etc/group": data_fd(self.user.group())}
+        fds += etc.values()
+        staged: dict[str, str] = {}
+        stage_opts: list[str] = []
+        for src, writable in bind_sources(spec):
+            if src in staged or self.user.can_reach(src, write=writable):
+                continue
+            staged[src] = f"{self._private}/stage/{len(staged)}"
+            stage_opts += ["--bind" if writable else "--ro-bind", src, staged[src]]
+        args = build_args(
+            spec,
+            bwrap=self._bwrap,
+            seccomp_fd=seccomp,
+            etc_data=etc,
+            sources=staged,
+            home=SANDBOX_HOME,
+        )
+        argv = args.argv(spec.argv)
+        if self._setpriv is not None:
+            argv = [
+                self._setpriv,
+                f"--reuid={self.user.uid}",
+                f"--regid={self.user.gid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+                *argv,
+            ]
+        if stage_opts:
+            stage = [self._bwrap, "--dev-bind", "/", "/", "--unshare-pid", "--die-with-parent"]
+            stage += ["--tmpfs", f"{self._private}/stage", *stage_opts, "--"]
+            argv = stage + argv
+        return argv
+
     def _prepare(self, spec: SandboxSpec, use_cgroup: bool) -> _Prepared:
         validate_spec(spec)
         fds: list[int] = []
@@ -207,13 +287,12 @@ class BwrapSandbox:
         cgroup: AgentCgroup | None = None
         try:
             spec.log_dir.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
             out = os.open(spec.log_dir / "stdout.log", flags, 0o640)
             err = os.open(spec.log_dir / "stderr.log", flags, 0o640)
-            if self._seccomp is not None:
-                fds.append(filter_fd(self._seccomp))
-            args = build_args(spec, bwrap=self._bwrap, seccomp_fd=fds[0] if fds else None)
-            argv = args.argv(spec.argv)
+            for path in (spec.workdir, *spec.rw_binds):
+                self.user.grant(path)
+            argv = self._chain(spec, fds)
             if use_cgroup:
                 cgroup = self._cgroups.agent(spec.agent_id)
                 if cgroup.exists():
@@ -231,7 +310,10 @@ class BwrapSandbox:
         return _Prepared(argv, fds, out, err, cgroup)
 
     async def start(self, spec: SandboxSpec) -> BwrapProcess:
-        use_cgroup = await self._cgroup_problem() is None
+        problem = await self._cgroup_problem()
+        if problem is not None and not self._allow_no_cgroups:
+            raise SandboxError(_no_cgroups(problem))
+        use_cgroup = problem is None
         prep = await asyncio.to_thread(self._prepare, spec, use_cgroup)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -253,13 +335,17 @@ class BwrapSandbox:
             "sandbox started",
             extra={"agent_id": spec.agent_id, "pid": proc.pid, "backend": "bwrap"},
         )
-        return BwrapProcess(spec.agent_id, proc, prep.cgroup)
+        return BwrapProcess(spec.agent_id, proc, prep.cgroup, self._bwrap)
 
     async def _probe_bwrap(self) -> str | None:
-        """Run ``true`` under a minimal bwrap once; the error text if that fails."""
+        """Run ``true`` as the sandbox user under a minimal bwrap once; the error if that fails."""
+        argv = [self._bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+                "--ro-bind", "/usr", "/usr", "--ro-bind", "/", "/", "--", "true"]  # fmt: skip
+        if self._setpriv is not None:
+            drop = [f"--reuid={self.user.uid}", f"--regid={self.user.gid}", "--clear-groups"]
+            argv = [self._setpriv, *drop, "--", *argv]
         proc = await asyncio.create_subprocess_exec(
-            self._bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
-            "--ro-bind", "/", "/", "--", "true",
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -277,9 +363,14 @@ class BwrapSandbox:
         degraded = [] if problem is None else [f"no cgroup limits (rlimits only): {problem}"]
         if self._seccomp is None:
             degraded.append("seccomp filter disabled")
+        if not self.user.drop and self.user.uid == 0:  # pragma: no cover - root without drop
+            degraded.append("agents run as uid 0")
+        about = f"{self.binary.describe()}; agents run as uid {self.user.uid}"
         if self._probe:
             return SandboxHealth("bwrap", ok=False, degraded=degraded, detail=self._probe)
-        return SandboxHealth("bwrap", ok=True, degraded=degraded, detail=self._bwrap)
+        if problem is not None and not self._allow_no_cgroups:
+            return SandboxHealth("bwrap", ok=False, degraded=degraded, detail=_no_cgroups(problem))
+        return SandboxHealth("bwrap", ok=True, degraded=degraded, detail=about)
 
     async def reap_orphans(self, live_agent_ids: set[str]) -> list[str]:
         if await self._cgroup_problem() is not None:
@@ -293,3 +384,10 @@ class BwrapSandbox:
             log.info("reaped orphan sandbox", extra={"agent_id": name})
             reaped.append(name)
         return reaped
+
+
+def _no_cgroups(problem: str) -> str:
+    return (
+        f"no usable cgroups ({problem}): agents would run without memory, CPU and process "
+        "limits; refusing to start them (set SANDBOX_ALLOW_NO_CGROUPS=true to accept rlimits only)"
+    )

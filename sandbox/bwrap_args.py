@@ -150,6 +150,16 @@ class BwrapArgs:
     ) -> BwrapArgs:
         return self._bind("--dev-bind", src, dest, try_)
 
+    def ro_bind_data(self, fd: int, dest: PathLike, *, perms: int | None = None) -> BwrapArgs:
+        """A read-only file at ``dest`` holding what bwrap reads from ``fd`` (a passed fd)."""
+        if fd < 0:
+            raise SandboxError(f"invalid data fd {fd}")
+        if perms is not None:
+            self._perms(perms)
+        self._opts += ["--ro-bind-data", str(fd), _abs(dest)]
+        self.pass_fds.append(fd)
+        return self
+
     def remount_ro(self, path: PathLike) -> BwrapArgs:
         self._opts += ["--remount-ro", _abs(path)]
         return self

@@ -1,10 +1,14 @@
-"""The filesystem and process policy of SPEC §9, spelled as a bwrap command line.
+"""The filesystem and process policy of SPEC §9 and §16, spelled as a bwrap command line.
 
 The sandbox starts from an empty root and sees only:
 
 - the system, read-only: ``/usr`` and the ``/bin``, ``/sbin``, ``/lib*`` links or directories, and
-  a short list of non-secret ``/etc`` files (loader cache, passwd/group, alternatives, TLS roots);
-- a fresh ``/proc``, a minimal ``/dev``, a fresh ``/tmp``;
+  a short list of non-secret ``/etc`` files (loader cache, alternatives, TLS roots: never
+  ``/etc/ssl/private``, ``/etc/shadow`` or the host's accounts); ``/etc/passwd`` and
+  ``/etc/group`` are written for the sandbox (the agent, root and nobody);
+- a fresh ``/proc`` whose kernel-facing parts (``/proc/sys``, ``/proc/sysrq-trigger``, ...) are
+  read-only and whose kernel-memory files are masked, a minimal ``/dev``, and size-limited tmpfs
+  ``/tmp`` and ``$HOME`` (``spec.tmp_mb``);
 - the worktree, read-write (the current directory), ``spec.rw_binds`` read-write and
   ``spec.ro_binds`` read-only, at their host paths;
 - ``spec.readonly_paths`` re-bound read-only over the writable worktree (git hooks and config).
@@ -18,7 +22,8 @@ shallowest first so a parent never covers a child.
 Namespaces: all of them (user, ipc, pid, net, uts, cgroup), no further user namespaces, no network
 unless ``spec.network``; ``--die-with-parent``, ``--new-session``, every capability dropped,
 ``no_new_privs`` (bwrap always sets it), and the seccomp filter of :mod:`sandbox.seccomp`.
-The environment is exactly ``spec.env``.
+The environment is exactly ``spec.env``. Which host user runs bwrap is the backend's business
+(:mod:`sandbox.identity`); ``sources`` lets it substitute a staged path for a bind source.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ SYSTEM_PATHS: tuple[str, ...] = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/li
 ETC_PATHS: tuple[str, ...] = (
     "/etc/alternatives",
     "/etc/ca-certificates",
-    "/etc/group",
     "/etc/hosts",
     "/etc/ld.so.cache",
     "/etc/ld.so.conf",
@@ -43,9 +47,15 @@ ETC_PATHS: tuple[str, ...] = (
     "/etc/localtime",
     "/etc/mime.types",
     "/etc/nsswitch.conf",
-    "/etc/passwd",
-    "/etc/ssl",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
 )
+# Parts of procfs that reach the kernel: read-only even for the sandbox's own root.
+PROC_READONLY: tuple[str, ...] = ("sys", "sysrq-trigger", "irq", "bus", "fs", "acpi", "scsi")
+# Kernel-memory and kernel-internal files: replaced by /dev/null.
+PROC_MASKED: tuple[str, ...] = (
+    "kcore", "kmsg", "keys", "key-users", "timer_list", "sched_debug", "latency_stats", "kallsyms",
+)  # fmt: skip
 
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -98,16 +108,34 @@ def _under(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
+def bind_sources(spec: SandboxSpec) -> list[tuple[str, bool]]:
+    """Every host path ``spec`` binds beyond the system, with whether it is writable."""
+    out = [(_norm(p), False) for p in spec.ro_binds]
+    out += [(_norm(p), True) for p in spec.rw_binds]
+    out.append((_norm(spec.workdir), True))
+    out += [(_norm(p), False) for p in spec.readonly_paths if os.path.lexists(p)]
+    return out
+
+
 def build_args(
     spec: SandboxSpec,
     *,
     bwrap: str = "bwrap",
     seccomp_fd: int | None = None,
+    etc_data: dict[str, int] | None = None,
+    sources: dict[str, str] | None = None,
+    home: str | None = None,
     system_paths: tuple[str, ...] = SYSTEM_PATHS,
     etc_paths: tuple[str, ...] = ETC_PATHS,
 ) -> BwrapArgs:
-    """The bwrap options that confine ``spec`` (call :func:`validate_spec` first)."""
+    """The bwrap options that confine ``spec`` (call :func:`validate_spec` first).
+
+    ``etc_data`` maps files under ``/etc`` to fds holding their content (passwd, group);
+    ``sources`` maps a bind source to the path bwrap should bind instead (a staged copy of the
+    same mount); ``home`` is a private tmpfs home directory to create.
+    """
     args = BwrapArgs(binary=bwrap)
+    sources = sources or {}
     args.unshare_all().unshare_user().disable_userns()
     if spec.network:
         args.share_net()
@@ -124,9 +152,12 @@ def build_args(
     mounts += [_Mount(_norm(p), _BIND, _norm(p), writable=True) for p in spec.rw_binds]
     workdir = _norm(spec.workdir)
     mounts.append(_Mount(workdir, _BIND, workdir, writable=True))
-    mounts += [
-        _Mount(_norm(p), _READONLY, _norm(p)) for p in spec.readonly_paths if os.path.exists(p)
-    ]
+    for p in spec.readonly_paths:
+        if not os.path.lexists(p):
+            continue
+        if os.path.islink(p):  # planted by the agent: binding it would expose its target
+            raise SandboxError(f"refusing to bind {str(p)!r}: it is a symbolic link")
+        mounts.append(_Mount(_norm(p), _READONLY, _norm(p)))
     bound = [m.dest for m in mounts]
     masked: list[str] = []
     for hidden in spec.hidden_paths:
@@ -142,30 +173,37 @@ def build_args(
         if os.path.isdir(dest) and not os.path.islink(dest):
             masked.append(dest)
 
-    # Fresh kernel filesystems: depth 1, so they precede anything bound beneath them.
+    # Fresh kernel filesystems, ordered by depth like the binds so a parent never covers them.
     specials = [("/proc", "proc"), ("/dev", "dev"), ("/tmp", "tmpfs")]
+    if home is not None:
+        specials.append((_norm(home), "home"))
     ordered: list[tuple[int, int, int, str, str | _Mount]] = [
-        (1, -1, i, path, kind) for i, (path, kind) in enumerate(specials)
+        (path.rstrip("/").count("/"), -1, i, path, kind) for i, (path, kind) in enumerate(specials)
     ]
     ordered += [(m.depth, m.rank, i, m.dest, m) for i, m in enumerate(mounts)]
     ordered.sort(key=lambda t: (t[0], t[1], t[2]))
     for _depth, _rank, _i, dest, item in ordered:
         if item == "proc":
-            args.proc(dest)
+            _proc(args, dest)
         elif item == "dev":
             args.dev(dest)
         elif item == "tmpfs":
-            args.tmpfs(dest, perms=0o1777)
+            args.tmpfs(dest, perms=0o1777, size=spec.tmp_mb * 1024 * 1024)
+        elif item == "home":
+            args.tmpfs(dest, perms=0o700, size=spec.tmp_mb * 1024 * 1024)
         elif isinstance(item, _Mount):
+            src = sources.get(item.src, item.src)
             if item.rank == _HIDE:
                 if dest in masked:
                     args.tmpfs(dest, perms=0o000)
                 else:
                     args.ro_bind("/dev/null", dest)
             elif item.writable:
-                args.bind(item.src, dest)
+                args.bind(src, dest)
             else:
-                args.ro_bind(item.src, dest)
+                args.ro_bind(src, dest)
+    for dest, fd in sorted((etc_data or {}).items()):
+        args.ro_bind_data(fd, dest, perms=0o644)
     for dest in masked:
         args.remount_ro(dest)
     args.remount_ro("/")
@@ -177,3 +215,14 @@ def build_args(
     if seccomp_fd is not None:
         args.seccomp(seccomp_fd)
     return args
+
+
+def _proc(args: BwrapArgs, dest: str) -> None:
+    """A fresh procfs whose kernel-facing parts are read-only and kernel memory masked."""
+    args.proc(dest)
+    for name in PROC_READONLY:
+        if os.path.exists(f"/proc/{name}"):
+            args.ro_bind(f"/proc/{name}", f"{dest}/{name}")
+    for name in PROC_MASKED:
+        if os.path.exists(f"/proc/{name}"):
+            args.ro_bind("/dev/null", f"{dest}/{name}")

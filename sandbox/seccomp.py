@@ -3,9 +3,15 @@
 Defence in depth on top of the namespaces and dropped capabilities. It refuses (EPERM):
 
 - ``ioctl(TIOCSTI)`` and ``ioctl(TIOCLINUX)``: pushing keystrokes into a terminal;
-- ``chmod``/``fchmod``/``fchmodat``/``fchmodat2`` with the setuid or setgid bit: an agent must not
-  leave a set-id binary in the worktree for someone on the host to run;
-- ``add_key``/``request_key``/``keyctl``: the kernel keyring is not namespaced.
+- a setuid or setgid bit by any route: ``chmod``/``fchmod``/``fchmodat``/``fchmodat2`` with it,
+  ``open``/``openat``/``creat`` creating a file with it (``O_CREAT`` or ``O_TMPFILE``),
+  ``mknod``/``mknodat`` with it; ``openat2`` (whose mode hides in a struct) is refused with ENOSYS,
+  so libc falls back to ``openat``. An agent must not leave a set-id binary for the host to run;
+- ``add_key``/``request_key``/``keyctl``: the kernel keyring is not namespaced;
+- ``io_uring_setup``/``io_uring_enter``/``io_uring_register``: a second syscall path that seccomp
+  cannot see into, and a steady source of kernel bugs;
+- new user namespaces: ``unshare`` and ``clone`` with ``CLONE_NEWUSER``; ``clone3`` (flags in a
+  struct) gets ENOSYS so libc falls back to ``clone``.
 
 Syscalls of another ABI (x32, i386 on x86-64) are refused with ENOSYS so the rules cannot be
 bypassed through a second syscall table. Everything else is allowed.
@@ -48,21 +54,50 @@ def _arg_lo(i: int) -> int:
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 SET_ID_BITS = 0o6000
+O_CREAT = 0o100
+O_TMPFILE_BIT = 0o20000000  # __O_TMPFILE
+CLONE_NEWUSER = 0x10000000
+IO_URING = (425, 426, 427)  # io_uring_setup, io_uring_enter, io_uring_register (all arches)
+OPENAT2 = 437
+CLONE3 = 435
 
 
 @dataclass(frozen=True)
 class _Syscalls:
     arch: int
     ioctl: int
-    mode_arg1: tuple[int, ...]  # chmod(path, mode), fchmod(fd, mode)
-    mode_arg2: tuple[int, ...]  # fchmodat(dfd, path, mode[, flags])
+    mode_arg1: tuple[int, ...]  # chmod(path, mode), fchmod(fd, mode), creat(path, mode), mknod
+    mode_arg2: tuple[int, ...]  # fchmodat(dfd, path, mode[, flags]), mknodat(dfd, path, mode)
+    open_flags1: tuple[int, ...]  # open(path, flags, mode)
+    open_flags2: tuple[int, ...]  # openat(dfd, path, flags, mode)
     keyring: tuple[int, ...]
+    userns_arg0: tuple[int, ...]  # unshare(flags), clone(flags, ...)
     x32_bit: bool
 
 
 _TABLES = {
-    "x86_64": _Syscalls(AUDIT_ARCH_X86_64, 16, (90, 91), (268, 452), (248, 249, 250), True),
-    "aarch64": _Syscalls(AUDIT_ARCH_AARCH64, 29, (52,), (53, 452), (217, 218, 219), False),
+    "x86_64": _Syscalls(
+        arch=AUDIT_ARCH_X86_64,
+        ioctl=16,
+        mode_arg1=(90, 91, 85, 133),
+        mode_arg2=(268, 452, 259),
+        open_flags1=(2,),
+        open_flags2=(257,),
+        keyring=(248, 249, 250),
+        userns_arg0=(272, 56),
+        x32_bit=True,
+    ),
+    "aarch64": _Syscalls(
+        arch=AUDIT_ARCH_AARCH64,
+        ioctl=29,
+        mode_arg1=(52,),
+        mode_arg2=(53, 452, 33),
+        open_flags1=(),
+        open_flags2=(56,),
+        keyring=(217, 218, 219),
+        userns_arg0=(97, 220),
+        x32_bit=False,
+    ),
 }
 
 
@@ -113,8 +148,33 @@ def build_filter(machine: str | None = None) -> bytes:
         a.jump(_JEQ_K, nr, "mode1")
     for nr in table.mode_arg2:
         a.jump(_JEQ_K, nr, "mode2")
-    for nr in table.keyring:
+    for nr in table.open_flags1:
+        a.jump(_JEQ_K, nr, "open1")
+    for nr in table.open_flags2:
+        a.jump(_JEQ_K, nr, "open2")
+    for nr in table.userns_arg0:
+        a.jump(_JEQ_K, nr, "userns")
+    for nr in (*table.keyring, *IO_URING):
         a.jump(_JEQ_K, nr, "eperm")
+    for nr in (OPENAT2, CLONE3):
+        a.jump(_JEQ_K, nr, "enosys")
+    a.ret(SECCOMP_RET_ALLOW)
+    # open(path, flags, mode): a set-id mode only matters when the call creates a file
+    a.label("open1")
+    a.ld(_arg_lo(1))
+    a.jump(_JSET_K, O_CREAT | O_TMPFILE_BIT, "mode2", None)
+    a.ret(SECCOMP_RET_ALLOW)
+    a.label("open2")
+    a.ld(_arg_lo(2))
+    a.jump(_JSET_K, O_CREAT | O_TMPFILE_BIT, "mode3", None)
+    a.ret(SECCOMP_RET_ALLOW)
+    a.label("mode3")
+    a.ld(_arg_lo(3))
+    a.jump(_JSET_K, SET_ID_BITS, "eperm")
+    a.ret(SECCOMP_RET_ALLOW)
+    a.label("userns")
+    a.ld(_arg_lo(0))
+    a.jump(_JSET_K, CLONE_NEWUSER, "eperm")
     a.ret(SECCOMP_RET_ALLOW)
     a.label("ioctl")
     a.ld(_arg_lo(1))
@@ -136,9 +196,14 @@ def build_filter(machine: str | None = None) -> bytes:
     return a.assemble()
 
 
-def filter_fd(program: bytes) -> int:
+def data_fd(text: str) -> int:
+    """An fd (memfd, positioned at 0) holding ``text``, for bwrap's ``--ro-bind-data``."""
+    return filter_fd(text.encode(), name="mosaic-data")
+
+
+def filter_fd(program: bytes, *, name: str = "mosaic-seccomp") -> int:
     """An fd (memfd, positioned at 0) holding ``program``; the caller closes it after spawn."""
-    fd = os.memfd_create("mosaic-seccomp", 0)
+    fd = os.memfd_create(name, 0)
     try:
         os.write(fd, program)
         os.lseek(fd, 0, os.SEEK_SET)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -18,11 +18,8 @@ from sandbox.bwrap import BwrapProcess, BwrapSandbox
 from sandbox.cgroups import CgroupManager
 from sandbox.runtime_binds import python_binds
 
-PYTHON = (
-    "/work/venv/bin/python"
-    if os.path.exists("/work/venv/bin/python")
-    else shutil.which("python3") or "python3"
-)
+# The interpreter running the tests, bound the way the product binds its runtime's interpreter.
+PYTHON = sys.executable
 PY_BINDS = python_binds(PYTHON)
 HAVE_BWRAP = shutil.which("bwrap") is not None
 needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap not installed")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +150,12 @@ async def test_reap_orphans_removes_leftovers_of_dead_agents_only(
 async def test_health_reports_ok_and_the_degraded_mode(cgroup_parent: str) -> None:
     health = await BwrapSandbox(cgroup_parent=cgroup_parent).health()
     assert health.ok and health.backend == "bwrap"
+    assert "bubblewrap" in health.detail and "agents run as uid" in health.detail
     degraded = BwrapSandbox(
-        cgroup_parent=cgroup_parent, layout=CgroupLayout(version=0), seccomp=False
+        cgroup_parent=cgroup_parent,
+        layout=CgroupLayout(version=0),
+        seccomp=False,
+        allow_no_cgroups=True,
     )
     health = await degraded.health()
     assert health.ok
@@ -158,11 +164,23 @@ async def test_health_reports_ok_and_the_degraded_mode(cgroup_parent: str) -> No
     assert await degraded.reap_orphans(set()) == []
 
 
-async def test_health_not_ok_when_bwrap_cannot_run(cgroup_parent: str, tmp_path: Path) -> None:
-    fake = tmp_path / "bwrap"
-    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    health = await BwrapSandbox(cgroup_parent=cgroup_parent, bwrap=str(fake)).health()
+async def test_without_cgroups_it_fails_closed(cgroup_parent: str, ws: Workspace) -> None:
+    closed = BwrapSandbox(cgroup_parent=cgroup_parent, layout=CgroupLayout(version=0))
+    health = await closed.health()
+    assert not health.ok
+    assert "SANDBOX_ALLOW_NO_CGROUPS" in health.detail
+    with pytest.raises(SandboxError, match="no usable cgroups"):
+        await closed.start(ws.spec(["/bin/true"]))
+    assert not (ws.logs / "stdout.log").exists()  # refused before any side effect
+
+
+async def test_health_not_ok_when_bwrap_cannot_run(cgroup_parent: str) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:  # reachable by the sandbox user
+        os.chmod(tmp, 0o755)
+        fake = Path(tmp) / "bwrap"
+        fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create namespace' >&2\nexit 1\n")
+        fake.chmod(0o755)
+        health = await BwrapSandbox(cgroup_parent=cgroup_parent, bwrap=str(fake)).health()
     assert not health.ok
     assert "No permissions" in health.detail
 
@@ -175,7 +193,9 @@ def test_missing_bwrap_is_a_clear_error() -> None:
 async def test_degraded_mode_still_confines_and_limits_memory_with_rlimits(
     ws: Workspace, cgroup_parent: str
 ) -> None:
-    sandbox = BwrapSandbox(cgroup_parent=cgroup_parent, layout=CgroupLayout(version=0))
+    sandbox = BwrapSandbox(
+        cgroup_parent=cgroup_parent, layout=CgroupLayout(version=0), allow_no_cgroups=True
+    )
     hog = "b = []\nfor _ in range(400): b.append(bytearray(1 << 20))\nprint('survived')"
     proc = await sandbox.start(ws.py(hog, memory_mb=128))
     assert await asyncio.wait_for(proc.wait(), 60) != 0
