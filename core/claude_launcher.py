@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -27,9 +28,14 @@ from core.agents import (
 )
 from core.launch import Launch, LaunchOutcome, SandboxPolicy, base_env
 from core.models import AgentState, SpawnRequest
+from core.safeio import MiB, RefusedFile, copy_tail
 from core.settings import Settings
 from sandbox import SandboxSpec
 from sandbox.runtime_binds import python_binds
+
+log = logging.getLogger(__name__)
+
+TRANSCRIPT = "transcript.jsonl"
 
 
 def io_root() -> Path:
@@ -45,18 +51,33 @@ def io_root() -> Path:
 
 
 class ClaudeLaunch(Launch):
-    def __init__(self, spec: SandboxSpec, io_dir: Path) -> None:
+    def __init__(self, spec: SandboxSpec, io_dir: Path, *, transcript_max_bytes: int) -> None:
         super().__init__(spec)
         self.io_dir = io_dir
+        self.transcript_max_bytes = transcript_max_bytes
 
     async def collect(self) -> None:
-        transcript = self.io_dir / "transcript.jsonl"
-        target = self.spec.log_dir / "transcript.jsonl"
+        """Copy the transcript into the agent's logs: its last ``transcript_max_bytes`` only.
+
+        The I/O directory is the agent's: a transcript that is a symbolic link (to a host file),
+        a FIFO or anything but a regular file is not copied.
+        """
+        target = self.spec.log_dir / TRANSCRIPT
 
         def copy() -> None:
-            if transcript.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(transcript, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                copy_tail(
+                    TRANSCRIPT,
+                    target,
+                    self.transcript_max_bytes,
+                    root=self.io_dir,
+                    whole_lines=True,
+                )
+            except (RefusedFile, OSError) as exc:
+                log.warning(
+                    "transcript not copied: %s", exc, extra={"agent_id": self.spec.agent_id}
+                )
 
         await asyncio.to_thread(copy)
 
@@ -111,7 +132,7 @@ class ClaudeLauncher:
             socket=endpoint.socket_path,
             token=endpoint.token,
             workdir=worktree,
-            transcript=io_dir / "transcript.jsonl",
+            transcript=io_dir / TRANSCRIPT,
             max_turns=self.settings.agent_max_turns,
             max_tokens=self.settings.agent_max_tokens,
             max_wall_s=self.settings.agent_max_wall_s,
@@ -127,7 +148,7 @@ class ClaudeLauncher:
             ro_binds=tuple(dict.fromkeys((*runtime_ro_binds(), *python_binds(sys.executable)))),
             rw_binds=(io_dir,),
         )
-        launch = ClaudeLaunch(spec, io_dir)
+        launch = ClaudeLaunch(spec, io_dir, transcript_max_bytes=self.settings.agent_log_mb * MiB)
         stack.push_async_callback(launch.collect)  # also when the agent is killed
         return launch
 

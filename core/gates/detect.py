@@ -24,10 +24,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from core.safeio import MiB, RefusedFile, read_text_capped
 
 PROBE_TOOLS = ("ruff", "mypy", "pytest", "npm", "make", "python3")
 PROBE_COMMAND = (
@@ -37,6 +40,8 @@ PROBE_COMMAND = (
 _NPM_PLACEHOLDER = "no test specified"
 _SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", "build", "dist", ".tox"}
 _WALK_LIMIT = 20_000
+BUILD_FILE_MAX = MiB
+"""A build file larger than this is not read (it counts as absent, with the reason)."""
 
 _NODE_SCRIPTS: dict[str, tuple[str, ...]] = {
     "typecheck": ("typecheck", "type-check", "tsc"),
@@ -94,21 +99,25 @@ def parse_probe(output: str) -> set[str]:
 
 
 def scan_project(root: Path) -> ProjectFacts:
-    """Read the build files under ``root`` (blocking: run it in a thread)."""
+    """Read the build files under ``root`` (blocking: run it in a thread).
+
+    The worktree is the agent's: build files are read through :mod:`core.safeio` (no symbolic
+    link followed, regular files only, at most ``BUILD_FILE_MAX`` bytes). A file refused for any
+    of these reasons counts as absent, and the reason is kept in ``problems``.
+    """
     facts = ProjectFacts()
-    pyproject = root / "pyproject.toml"
-    setup_cfg = root / "setup.cfg"
-    facts.python = pyproject.is_file() or setup_cfg.is_file() or (root / "setup.py").is_file()
-    if pyproject.is_file():
+    facts.python = any(_is_file(root / n) for n in ("pyproject.toml", "setup.cfg", "setup.py"))
+    text = _read(root, "pyproject.toml", facts)
+    if text is not None:
         try:
-            facts.pyproject = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            facts.problems.append(f"pyproject.toml unreadable: {exc}")
+            facts.pyproject = tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            facts.problems.append(f"pyproject.toml unreadable: {_brief(exc)}")
     tool = facts.pyproject.get("tool", {}) if isinstance(facts.pyproject.get("tool"), dict) else {}
-    cfg_text = _read(setup_cfg)
+    cfg_text = _read(root, "setup.cfg", facts)
     if "ruff" in tool:
         facts.ruff_config = "pyproject.toml [tool.ruff]"
-    elif (root / "ruff.toml").is_file() or (root / ".ruff.toml").is_file():
+    elif _is_file(root / "ruff.toml") or _is_file(root / ".ruff.toml"):
         facts.ruff_config = "ruff.toml"
     mypy_tool = tool.get("mypy")
     if isinstance(mypy_tool, dict):
@@ -116,7 +125,7 @@ def scan_project(root: Path) -> ProjectFacts:
         facts.mypy_has_files = bool(mypy_tool.get("files"))
     else:
         for name in ("mypy.ini", ".mypy.ini"):
-            text = _read(root / name)
+            text = _read(root, name, facts)
             if text is not None:
                 facts.mypy_config = name
                 facts.mypy_has_files = re.search(r"(?m)^\s*files\s*=", text) is not None
@@ -125,32 +134,56 @@ def scan_project(root: Path) -> ProjectFacts:
             facts.mypy_config = "setup.cfg [mypy]"
     if facts.python:
         facts.python_tests = _has_python_tests(root)
-        facts.integration_dir = (root / "tests" / "integration").is_dir()
+        facts.integration_dir = _is_dir(root / "tests") and _is_dir(root / "tests" / "integration")
         cov = tool.get("coverage", {})
         run = cov.get("run", {}) if isinstance(cov, dict) else {}
         facts.coverage_source_configured = isinstance(run, dict) and bool(run.get("source"))
         facts.cov_targets = _cov_targets(root)
-    package_json = root / "package.json"
-    if package_json.is_file():
+    text = _read(root, "package.json", facts)
+    if text is not None:
         try:
-            data = json.loads(package_json.read_text(encoding="utf-8"))
+            data = json.loads(text)
             scripts = data.get("scripts", {}) if isinstance(data, dict) else {}
             facts.node_scripts = {
                 k: v for k, v in scripts.items() if isinstance(k, str) and isinstance(v, str)
             }
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
-            facts.problems.append(f"package.json unreadable: {exc}")
+        except (ValueError, AttributeError, RecursionError) as exc:
+            facts.problems.append(f"package.json unreadable: {_brief(exc)}")
             facts.node_scripts = {}
-    makefile = _read(root / "Makefile") or _read(root / "makefile") or ""
+    makefile = _read(root, "Makefile", facts) or _read(root, "makefile", facts) or ""
     facts.make_targets = set(re.findall(r"(?m)^([A-Za-z][\w.-]*)\s*:(?!=)", makefile))
     return facts
 
 
-def _read(path: Path) -> str | None:
+def _brief(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__)[:200]
+
+
+def _read(root: Path, name: str, facts: ProjectFacts) -> str | None:
+    """The text of build file ``name`` (None if absent; if refused, also the reason)."""
     try:
-        return path.read_text(encoding="utf-8") if path.is_file() else None
-    except (OSError, UnicodeDecodeError):
-        return None
+        return read_text_capped(name, BUILD_FILE_MAX, root=root)
+    except RefusedFile as exc:
+        facts.problems.append(f"{name} ignored: {exc.why}")
+    except OSError as exc:
+        facts.problems.append(f"{name} unreadable: {exc.strerror or exc}")
+    return None
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return path.lstat().st_mode
+    except OSError:
+        return 0
+
+
+def _is_file(path: Path) -> bool:
+    """A regular file (a symbolic link is not followed)."""
+    return stat.S_ISREG(_lstat_mode(path))
+
+
+def _is_dir(path: Path) -> bool:
+    return stat.S_ISDIR(_lstat_mode(path))
 
 
 def _has_python_tests(root: Path) -> bool:
@@ -167,17 +200,25 @@ def _has_python_tests(root: Path) -> bool:
 
 
 def _cov_targets(root: Path) -> list[str]:
-    if (root / "src").is_dir():
+    if _is_dir(root / "src"):
         return ["src"]
     targets = []
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith((".", "test")) or entry.name in _SKIP_DIRS:
-            continue
-        if entry.is_dir() and (entry / "__init__.py").is_file():
-            targets.append(entry.name)
-        elif entry.suffix == ".py" and entry.name not in ("setup.py", "conftest.py"):
-            targets.append(entry.stem)
-    return targets
+    try:
+        with os.scandir(root) as entries:
+            for seen, entry in enumerate(entries):
+                if seen > _WALK_LIMIT:
+                    break
+                name = entry.name
+                if name.startswith((".", "test")) or name in _SKIP_DIRS:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if _is_file(Path(entry.path) / "__init__.py"):
+                        targets.append(name)
+                elif name.endswith(".py") and name not in ("setup.py", "conftest.py"):
+                    targets.append(name[:-3])
+    except OSError:
+        return []
+    return sorted(targets)
 
 
 def plan_detected(gate: str, facts: ProjectFacts, tools: set[str]) -> GatePlan:

@@ -33,8 +33,11 @@ from pydantic import (
 
 from core.gates.models import GateConfigError
 from core.gates.profiles import AI_REVIEW, default_config
+from core.safeio import MiB, RefusedFile, read_text_capped
 
 REPO_CONFIG = Path(".mosaic") / "gates.toml"
+REPO_CONFIG_MAX = MiB
+"""A larger ``.mosaic/gates.toml`` is refused (never read whole)."""
 
 
 class RepoGateConfig(BaseModel):
@@ -73,7 +76,7 @@ def parse_repo_config(text: str, source: str = str(REPO_CONFIG)) -> RepoGateConf
     """Validate the text of a ``.mosaic/gates.toml``; problems raise ``GateConfigError``."""
     try:
         raw: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise GateConfigError(f"{source} is not valid TOML: {exc}") from exc
     gates = raw.get("gates")
     if isinstance(gates, dict) and "coverage_threshold" in gates:
@@ -100,14 +103,14 @@ def load_repo_config(worktree: Path, ref: str | None = None) -> RepoGateConfig |
     tree. Blocking (file or git I/O): call it through ``asyncio.to_thread`` from async code.
     """
     if ref is None:
-        path = worktree / REPO_CONFIG
-        if not path.is_file():
-            return None
+        # the worktree is the agent's: no link followed (nor .mosaic as a link), bounded size
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GateConfigError(f"cannot read {REPO_CONFIG}: {exc}") from exc
-        return parse_repo_config(text)
+            text = read_text_capped(REPO_CONFIG, REPO_CONFIG_MAX, root=worktree)
+        except RefusedFile as exc:
+            raise GateConfigError(f"cannot read {REPO_CONFIG}: {exc.why}") from exc
+        except OSError as exc:
+            raise GateConfigError(f"cannot read {REPO_CONFIG}: {exc.strerror or exc}") from exc
+        return None if text is None else parse_repo_config(text)
     text_at = _read_at_commit(worktree, ref)
     return None if text_at is None else parse_repo_config(text_at, f"{REPO_CONFIG} at {ref[:12]}")
 
@@ -127,9 +130,14 @@ def _read_at_commit(worktree: Path, ref: str) -> str | None:
     verify = _git(worktree, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     if verify.returncode != 0:
         raise GateConfigError(f"cannot read {REPO_CONFIG}: commit {ref!r} not found in {worktree}")
-    listed = _git(worktree, "ls-tree", "--name-only", ref, "--", REPO_CONFIG.as_posix())
+    listed = _git(worktree, "ls-tree", "--long", ref, "--", REPO_CONFIG.as_posix())
     if not listed.stdout.strip():
         return None
+    fields = listed.stdout.split(maxsplit=4)  # mode type object size path
+    if len(fields) < 4 or fields[1] != b"blob" or fields[0] == b"120000":
+        raise GateConfigError(f"{REPO_CONFIG} at {ref[:12]} is not a regular file")
+    if not fields[3].isdigit() or int(fields[3]) > REPO_CONFIG_MAX:
+        raise GateConfigError(f"{REPO_CONFIG} at {ref[:12]} is larger than 1 MiB")
     shown = _git(worktree, "show", f"{ref}:{REPO_CONFIG.as_posix()}")
     if shown.returncode != 0:
         err = shown.stderr.decode(errors="replace").strip()
