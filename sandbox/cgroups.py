@@ -270,7 +270,11 @@ class AgentCgroup:
 
 
 class CgroupManager:
-    """Creates and finds agent cgroups under ``<hierarchy>/<parent>``."""
+    """Creates and finds agent cgroups under ``<hierarchy>/<parent>``.
+
+    ``parent`` may have several parts: the engine gives each instance ``<top>/<instance slug>``,
+    so that listing, reaping and removing the parent only ever see that instance's agents.
+    """
 
     def __init__(self, parent: str = "mosaic", layout: CgroupLayout | None = None) -> None:
         parts = Path(parent).parts
@@ -322,6 +326,19 @@ class CgroupManager:
             with contextlib.suppress(OSError):
                 names.update(e.name for e in os.scandir(h / self.parent) if e.is_dir())
         return sorted(names)
+
+    def release(self) -> bool:
+        """Remove the parent's directories if empty; never kills, leaves its ancestors alone.
+        True when they are gone: an agent cgroup left in them keeps them (for reconciliation)."""
+        gone = True
+        for h in self.layout.hierarchies:
+            try:
+                (h / self.parent).rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:  # EBUSY: an agent cgroup is still in it
+                gone = False
+        return gone
 
     def remove_parent(self) -> None:
         """Kill everything under the parent and remove it, nested groups first."""

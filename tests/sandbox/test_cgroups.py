@@ -146,3 +146,56 @@ def test_create_failure_is_a_sandbox_error_and_leaves_nothing(manager: CgroupMan
     with pytest.raises(SandboxError, match="cannot set up cgroup"):
         cg.create(Limits(memory_mb=1 << 40, cpu_quota=1.0, pids_max=-5))
     assert not cg.exists()
+
+
+def test_v2_nested_parent_enables_controllers_at_every_level(tmp_path: Path) -> None:
+    """An instance's parent ``<top>/<slug>``: each level delegates the controllers downwards."""
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids")
+    for d in (tmp_path, tmp_path / "mosaic", tmp_path / "mosaic" / "i-a"):
+        d.mkdir(exist_ok=True)
+        (d / "cgroup.subtree_control").write_text("")
+    (tmp_path / "mosaic" / "cgroup.subtree_control").write_text("memory")
+    layout = CgroupLayout(version=2, v2_root=tmp_path)
+    manager = CgroupManager("mosaic/i-a", layout)
+    assert manager.usable() is None
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    assert (tmp_path / "mosaic" / "cgroup.subtree_control").read_text() == "+pids +cpu"
+    assert (tmp_path / "mosaic" / "i-a" / "cgroup.subtree_control").read_text() == (
+        "+memory +pids +cpu"
+    )
+    (tmp_path / "mosaic" / "i-a" / "agent-1").mkdir()
+    (tmp_path / "mosaic" / "i-b" / "agent-2").mkdir(parents=True)
+    assert manager.list_agents() == ["agent-1"]
+    assert CgroupManager("mosaic/i-b", layout).list_agents() == ["agent-2"]
+
+
+def test_release_removes_only_empty_parents_and_kills_nothing(
+    cgroup_parent: str, needs_cgroups: None
+) -> None:
+    """Shutdown of an instance: its empty scope goes, a scope with a live agent stays."""
+    top = f"{cgroup_parent}/top-{uuid.uuid4().hex[:6]}"
+    mine, other = CgroupManager(f"{top}/i-mine"), CgroupManager(f"{top}/i-other")
+    assert mine.usable() is None and other.usable() is None
+    cg = other.agent("agent-1")
+    cg.create(Limits(memory_mb=64, cpu_quota=None, pids_max=16))
+    proc = subprocess.Popen(enter_cgroup_argv(cg.procs_files(), ["sleep", "30"]))
+    try:
+        for _ in range(250):
+            if cg.pids():
+                break
+            subprocess.run(["sleep", "0.02"], check=True)
+        assert cg.pids() == [proc.pid]
+        assert mine.release()
+        assert not any((h / mine.parent).exists() for h in mine.layout.hierarchies)
+        assert all((h / top).is_dir() for h in mine.layout.hierarchies)  # the other's is in it
+        assert not other.release()  # an agent cgroup is left in it: kept, and so is the agent
+        assert proc.poll() is None and cg.pids() == [proc.pid]
+        assert cg.remove()
+        assert proc.wait(timeout=5) == -signal.SIGKILL
+        assert other.release()
+        assert not any((h / other.parent).exists() for h in other.layout.hierarchies)
+        assert all((h / top).is_dir() for h in other.layout.hierarchies)  # ancestors stay
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+        CgroupManager(top).remove_parent()
