@@ -4,8 +4,10 @@ Talks HTTP to the engine with ``aiohttp`` (works with Docker and with ``podman s
 A container gets the worktree bind-mounted read-write at its host path (its working directory),
 ``ro_binds``/``rw_binds``/``readonly_paths`` as binds, hidden directories under a bound path
 covered by an empty read-only tmpfs, memory/CPU/pids limits, no network, every capability dropped,
-``no-new-privileges``, a read-only root filesystem with a fresh ``/tmp``, and the label
-``mosaic.agent_id`` so reconciliation finds it. stdout/stderr are streamed into ``log_dir``.
+``no-new-privileges``, a read-only root filesystem with a fresh ``/tmp``, and the labels
+``mosaic.agent_id`` and ``mosaic.scope`` (the orchestrator instance's scope, see
+``sandbox/factory.py``) so that reconciliation finds its own containers, and only those.
+stdout/stderr are streamed into ``log_dir``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "python:3.11-slim-bookworm"
 LABEL = "mosaic.agent_id"
+SCOPE_LABEL = "mosaic.scope"
 _API = "http://docker/v1.41"
 
 
@@ -202,7 +205,7 @@ class DockerProcess:
             await self._logs
 
 
-def container_config(spec: SandboxSpec, image: str) -> dict[str, Any]:
+def container_config(spec: SandboxSpec, image: str, scope: str | None = None) -> dict[str, Any]:
     """The Engine API create body for ``spec`` (pure: unit-tested on its own)."""
     workdir = os.path.abspath(spec.workdir)
     binds = [f"{workdir}:{workdir}:rw"]
@@ -232,12 +235,15 @@ def container_config(spec: SandboxSpec, image: str) -> dict[str, Any]:
     }
     if spec.cpu_quota is not None:
         host["NanoCpus"] = int(spec.cpu_quota * 1e9)
+    labels = {LABEL: spec.agent_id}
+    if scope is not None:
+        labels[SCOPE_LABEL] = scope
     return {
         "Image": image,
         "Cmd": list(spec.argv),
         "Env": [f"{k}={v}" for k, v in spec.env.items()],
         "WorkingDir": workdir,
-        "Labels": {LABEL: spec.agent_id},
+        "Labels": labels,
         "NetworkDisabled": not spec.network,
         "AttachStdin": False,
         "OpenStdin": False,
@@ -247,13 +253,17 @@ def container_config(spec: SandboxSpec, image: str) -> dict[str, Any]:
 
 
 class DockerSandbox:
-    """Starts each agent in a container ``mosaic-<agent_id>`` labelled ``mosaic.agent_id``."""
+    """Starts each agent in a container ``mosaic-<agent_id>`` labelled with its agent id and
+    with ``scope``, the orchestrator instance it belongs to (``reap_orphans`` sees no other)."""
 
     name = "docker"
 
-    def __init__(self, *, socket: str | None = None, image: str | None = None) -> None:
+    def __init__(
+        self, *, socket: str | None = None, image: str | None = None, scope: str = "mosaic"
+    ) -> None:
         self.client = DockerClient(socket or default_socket())
         self.image = image or DEFAULT_IMAGE
+        self.scope = scope
 
     async def start(self, spec: SandboxSpec) -> DockerProcess:
         await asyncio.to_thread(validate_spec, spec)
@@ -263,7 +273,7 @@ class DockerSandbox:
             "POST",
             "/containers/create",
             params={"name": name},
-            body=container_config(spec, self.image),
+            body=container_config(spec, self.image, self.scope),
         )
         cid = str(data["Id"])
         try:
@@ -297,13 +307,18 @@ class DockerSandbox:
         return SandboxHealth("docker", ok=True, detail=f"{self.client.socket} ({self.image})")
 
     async def reap_orphans(self, live_agent_ids: set[str]) -> list[str]:
-        filters = json.dumps({"label": [LABEL]})
+        """Remove this scope's containers whose agent is not live; never another instance's
+        (nor an unscoped one: whose it is cannot be told)."""
+        filters = json.dumps({"label": [LABEL, f"{SCOPE_LABEL}={self.scope}"]})
         _, items = await self.client.request(
             "GET", "/containers/json", params={"all": "1", "filters": filters}
         )
         reaped = []
         for item in items or []:
-            agent_id = (item.get("Labels") or {}).get(LABEL)
+            labels = item.get("Labels") or {}
+            agent_id = labels.get(LABEL)
+            if labels.get(SCOPE_LABEL) != self.scope:  # whatever the engine's filter did
+                continue
             if not agent_id or agent_id in live_agent_ids:
                 continue
             await self.client.request(

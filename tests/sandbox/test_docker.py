@@ -6,16 +6,28 @@ Engine tests skip with the reason when no engine answers on the socket; the rest
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from sandbox.base import SandboxError, SandboxSpec
-from sandbox.docker import LABEL, DockerProcess, DockerSandbox, container_config, default_socket
+from sandbox.docker import (
+    LABEL,
+    SCOPE_LABEL,
+    DockerProcess,
+    DockerSandbox,
+    container_config,
+    default_socket,
+)
 
 SOCKET = os.environ.get("MOSAIC_DOCKER_SOCKET", "/run/mosaic-podman.sock")
 IMAGE = os.environ.get("MOSAIC_DOCKER_IMAGE", "localhost/mosaic-busybox:latest")
@@ -69,6 +81,65 @@ def test_container_config_carries_the_policy(tmp_path: Path) -> None:
         "NanoCpus"
         not in container_config(_spec(tmp_path, ["a"], cpu_quota=None), "i")["HostConfig"]
     )
+
+
+def test_containers_carry_their_instance_scope(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, ["agent"])
+    labels = container_config(spec, "img", "mosaic/i-host-1a2b3c4d-0123456789")["Labels"]
+    assert labels == {LABEL: spec.agent_id, SCOPE_LABEL: "mosaic/i-host-1a2b3c4d-0123456789"}
+
+
+@pytest_asyncio.fixture
+async def fake_engine() -> AsyncIterator[tuple[str, list[dict[str, Any]], list[str]]]:
+    """A Docker Engine API stand-in on a Unix socket holding containers of several instances.
+
+    It ignores the list filters (as a careless engine might): the reaper must not rely on them.
+    Yields the socket, the requests' query strings and the ids of deleted containers.
+    """
+    containers = [
+        {"Id": "c-mine-lost", "Labels": {LABEL: "lost", SCOPE_LABEL: "mosaic/i-mine"}},
+        {"Id": "c-mine-live", "Labels": {LABEL: "live", SCOPE_LABEL: "mosaic/i-mine"}},
+        {"Id": "c-other", "Labels": {LABEL: "theirs", SCOPE_LABEL: "mosaic/i-other"}},
+        {"Id": "c-unscoped", "Labels": {LABEL: "unknown-owner"}},
+        {"Id": "c-unrelated", "Labels": {}},
+    ]
+    queries: list[dict[str, Any]] = []
+    deleted: list[str] = []
+
+    async def list_containers(request: web.Request) -> web.Response:
+        queries.append(dict(request.query))
+        return web.json_response(containers)
+
+    async def delete(request: web.Request) -> web.Response:
+        deleted.append(request.match_info["cid"])
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_get("/v1.41/containers/json", list_containers)
+    app.router.add_delete("/v1.41/containers/{cid}", delete)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    short = tempfile.mkdtemp(prefix="mosaic-dk-")  # Unix socket paths are short
+    try:
+        socket = os.path.join(short, "engine.sock")
+        await web.UnixSite(runner, socket).start()
+        yield socket, queries, deleted
+    finally:
+        await runner.cleanup()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+async def test_reap_orphans_sees_only_its_own_instances_containers(
+    fake_engine: tuple[str, list[dict[str, Any]], list[str]],
+) -> None:
+    socket, queries, deleted = fake_engine
+    mine = DockerSandbox(socket=socket, image="img", scope="mosaic/i-mine")
+    assert await mine.reap_orphans({"live"}) == ["lost"]
+    assert deleted == ["c-mine-lost"]  # not the other instance's, nor the unscoped one
+    assert json.loads(queries[0]["filters"]) == {"label": [LABEL, f"{SCOPE_LABEL}=mosaic/i-mine"]}
+    other = DockerSandbox(socket=socket, image="img", scope="mosaic/i-other")
+    assert await other.reap_orphans(set()) == ["theirs"]
+    assert deleted == ["c-mine-lost", "c-other"]
 
 
 def test_default_socket_follows_docker_host(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,6 +269,24 @@ async def test_reap_orphans_removes_containers_of_dead_agents(
         await live.kill(grace_s=0)
         await live.cleanup()
         await lost.cleanup()
+
+
+async def test_reap_orphans_spares_another_instances_containers(
+    tmp_path: Path,
+) -> None:
+    theirs = DockerSandbox(socket=SOCKET, image=IMAGE, scope=f"mosaic-test/i-{uuid.uuid4().hex}")
+    health = await theirs.health()
+    if not health.ok:
+        pytest.skip(f"no Docker engine: {health.detail} (run .ci/setup.d/20-docker.sh)")
+    proc = await theirs.start(_spec(tmp_path, ["sleep", "60"]))
+    try:
+        mine = DockerSandbox(socket=SOCKET, image=IMAGE, scope=f"mosaic-test/i-{uuid.uuid4().hex}")
+        assert await mine.reap_orphans(set()) == []
+        assert (await proc.stats()).pids >= 1
+        assert await theirs.reap_orphans({proc.agent_id}) == []
+    finally:
+        await proc.kill(grace_s=0)
+        await proc.cleanup()
 
 
 async def test_missing_image_is_a_clear_error(docker: DockerSandbox, tmp_path: Path) -> None:
