@@ -2,16 +2,15 @@
 
 ``Engine.running(settings)`` builds every part in one place (the only place that chooses
 implementations), starts them in order and stops them in reverse: on exit, live agents of this
-instance are killed and reaped, the worker and queue closed, the embedded Valkey stopped.
+instance are killed and reaped, the worker and queue closed, the instance's (by then empty) sandbox
+scope removed, the embedded Valkey stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +24,7 @@ from core.events import EventBus
 from core.finish import Finisher
 from core.gates import create_gate_runner, validate_gate_names
 from core.git import validate_branch, validate_repository
+from core.instance import instance_name, sandbox_scope
 from core.killswitch import Killswitch
 from core.launch import AgentLauncher, ExternalCommandLauncher
 from core.lifecycle import Lifecycle
@@ -49,17 +49,10 @@ from core.store import StateStore
 from core.valkey import ValkeyEndpoint, open_valkey
 from core.workspace import WorkspaceManager
 from sandbox import Sandbox, SandboxError
-from sandbox.factory import create_sandbox
+from sandbox.factory import create_sandbox, release_scope
 from sandbox.reaper import OrphanReaper, enable_subreaper
 
 log = logging.getLogger(__name__)
-
-
-def instance_name(settings: Settings) -> str:
-    if settings.instance_name:
-        return settings.instance_name
-    digest = hashlib.sha1(str(settings.mosaic_state_dir.resolve()).encode()).hexdigest()[:8]
-    return f"{socket.gethostname()}:{digest}"
 
 
 class Engine:
@@ -111,7 +104,9 @@ class Engine:
                 raise NotReady(f"Valkey at {endpoint.label} is not reachable: {exc}") from None
             store = StateStore(client, stream_maxlen=settings.event_stream_maxlen)
             lifecycle = Lifecycle(store)
-            sandbox = _make_sandbox(settings)
+            scope = sandbox_scope(settings, instance)
+            sandbox = _make_sandbox(settings, scope)
+            stack.push_async_callback(release_scope, settings.sandbox_backend, scope)
             claude, claude_problem = await _make_claude(settings, lifecycle, stack)
             launcher, problem = _choose_launcher(settings, claude, claude_problem)
             reviewer = AiReviewer(settings, sandbox, claude, paths) if claude else None
@@ -303,11 +298,12 @@ class Engine:
         return time.monotonic() - self.started
 
 
-def _make_sandbox(settings: Settings) -> Sandbox:
+def _make_sandbox(settings: Settings, scope: str) -> Sandbox:
+    """The configured backend, working only in this instance's ``scope`` (core/instance.py)."""
     try:
         return create_sandbox(
             settings.sandbox_backend,
-            cgroup_parent=settings.sandbox_cgroup_parent,
+            cgroup_parent=scope,
             docker_socket=settings.docker_socket,
             docker_image=settings.docker_image,
         )

@@ -3,6 +3,11 @@
 Agents this instance recorded as running have no process any more (sandboxes die with the
 orchestrator): they are marked failed. Sandboxes (cgroups, containers) and worktrees that belong
 to no live agent are removed.
+
+Only this instance's own things are touched: agents whose ``instance`` is this one, worktrees under
+its state directory, and sandboxes in its scope (the sandbox is built for
+``<SANDBOX_CGROUP_PARENT>/<instance slug>``, see ``core/instance.py``), so another instance's
+agents on the same host survive even when this instance's Valkey has never heard of them.
 """
 
 from __future__ import annotations

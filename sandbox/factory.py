@@ -1,7 +1,14 @@
-"""Choose a sandbox backend by name: the one place configuration picks an implementation."""
+"""Choose a sandbox backend by name: the one place configuration picks an implementation.
+
+``cgroup_parent`` is the *scope* every sandbox of one orchestrator instance lives in (the engine
+passes ``<SANDBOX_CGROUP_PARENT>/<instance slug>``, see ``core/instance.py``): the parent of the
+agents' cgroups for ``bwrap``, the value of the ``mosaic.scope`` label of the containers for
+``docker``. A backend's ``reap_orphans`` looks inside its scope only.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from sandbox.base import Sandbox, SandboxError
@@ -27,9 +34,22 @@ def create_sandbox(
     if name == "docker":
         from sandbox.docker import DockerSandbox
 
-        return DockerSandbox(socket=docker_socket, image=docker_image)
+        return DockerSandbox(socket=docker_socket, image=docker_image, scope=cgroup_parent)
     if name == "none":
         from sandbox.none import NoneSandbox
 
         return NoneSandbox()
     raise SandboxError(f"unknown sandbox backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+
+
+async def release_scope(backend: str, cgroup_parent: str) -> None:
+    """At shutdown: remove the scope's cgroup directory if no agent cgroup is left in it.
+
+    Never kills anything: what is still there is left for the next start's reconciliation.
+    Only ``bwrap`` creates cgroups; the other backends have nothing to release.
+    """
+    if backend.strip().lower() != "bwrap" or not sys.platform.startswith("linux"):
+        return
+    from sandbox.cgroups import CgroupManager
+
+    await asyncio.to_thread(CgroupManager(cgroup_parent).release)

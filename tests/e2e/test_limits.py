@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from pathlib import Path
 
+from core.instance import sandbox_scope
 from tests.spine.conftest import OrchestratorFactory
 
 
@@ -38,7 +39,9 @@ async def test_agent_runs_in_its_own_pid_namespace_and_cgroup(
     ) as orch:
         agent_id = await orch.spawn("T-ns", origin)
         await orch.wait_status(agent_id, "running")
-        pids = Path(f"/sys/fs/cgroup/pids/{cgroup}/{agent_id}")
+        scope = sandbox_scope(orch.settings, orch.engine.instance)  # <cgroup>/<instance slug>
+        assert scope.startswith(f"{cgroup}/i-")
+        pids = Path(f"/sys/fs/cgroup/pids/{scope}/{agent_id}")
         assert pids.joinpath("pids.max").read_text().strip() == "40"
         procs: list[str] = []
         for _ in range(100):  # the launcher enters the cgroup a moment after it is spawned

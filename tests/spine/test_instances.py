@@ -6,7 +6,9 @@ import asyncio
 from pathlib import Path
 
 import psutil
+import pytest
 
+from core.instance import instance_name, instance_slug, sandbox_scope
 from tests.spine.conftest import make_settings, running
 
 
@@ -44,3 +46,26 @@ async def test_work_spreads_and_kill_all_reaches_every_instance(
             assert (await b.get(f"/agents/{agent_id}/status"))[1]["status"] == "killed"
         _, stats = await b.get("/queue/stats")
         assert stats["workers"] == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["host:1a2b3c4d", "HOST:1a2b3c4d", "host-1a2b3c4d", "../..", "a/b c", "::", "x" * 300]
+)
+def test_an_instance_slug_is_a_safe_path_component_unique_to_its_name(name: str) -> None:
+    slug = instance_slug(name)
+    assert slug.startswith("i-") and len(slug) <= 55
+    assert all(c in "abcdefghijklmnopqrstuvwxyz0123456789-" for c in slug)
+    assert slug == instance_slug(name)  # stable across restarts
+    others = {"host:1a2b3c4d", "HOST:1a2b3c4d", "host-1a2b3c4d", "../..", "a/b c", "::", "x" * 301}
+    assert all(instance_slug(o) != slug for o in others - {name})
+
+
+def test_each_instance_works_in_its_own_scope(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, "", sandbox_cgroup_parent="mosaic")
+    name = instance_name(settings)
+    assert sandbox_scope(settings, name) == f"mosaic/{instance_slug(name)}"
+    assert instance_slug("web-1:1a2b3c4d").startswith("i-web-1-1a2b3c4d-")
+    named = make_settings(tmp_path, "", instance_name="blue", sandbox_cgroup_parent="ci/mosaic/")
+    assert instance_name(named) == "blue"
+    assert sandbox_scope(named, "blue") == f"ci/mosaic/{instance_slug('blue')}"
+    assert sandbox_scope(named, "blue") != sandbox_scope(named, "green")
