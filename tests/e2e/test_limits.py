@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from core.instance import sandbox_scope
+from sandbox.cgroups import CgroupManager
 from tests.spine.conftest import OrchestratorFactory
 
 
+@pytest.fixture
+def cgroup() -> Iterator[str]:
+    """The test's top cgroup parent, removed (with anything left in it) at the end."""
+    top = f"mosaic-test-{uuid.uuid4().hex[:8]}"
+    try:
+        yield top
+    finally:
+        CgroupManager(top).remove_parent()
+
+
 async def test_memory_hog_is_killed_at_its_limit_and_the_agent_fails(
-    orchestrator_factory: OrchestratorFactory, origin: Path
+    orchestrator_factory: OrchestratorFactory, origin: Path, cgroup: str
 ) -> None:
     # bounded: tail holds at most 300 MB (one line with no newline), the cgroup allows 64 MB
     hog = "head -c 300M /dev/zero | tail -n 1 > /dev/null; echo survived"
@@ -19,7 +33,7 @@ async def test_memory_hog_is_killed_at_its_limit_and_the_agent_fails(
         mosaic_agent_command=hog,
         sandbox_backend="bwrap",
         sandbox_default_memory_mb=64,
-        sandbox_cgroup_parent=f"mosaic-test-{uuid.uuid4().hex[:8]}",
+        sandbox_cgroup_parent=cgroup,
     ) as orch:
         agent_id = await orch.spawn("T-hog", origin)
         data = await orch.wait_status(agent_id, "failed", "completed", timeout=60)
@@ -28,9 +42,8 @@ async def test_memory_hog_is_killed_at_its_limit_and_the_agent_fails(
 
 
 async def test_agent_runs_in_its_own_pid_namespace_and_cgroup(
-    orchestrator_factory: OrchestratorFactory, origin: Path
+    orchestrator_factory: OrchestratorFactory, origin: Path, cgroup: str
 ) -> None:
-    cgroup = f"mosaic-test-{uuid.uuid4().hex[:8]}"
     async with orchestrator_factory(
         mosaic_agent_command="echo pid=$$; sleep 5",
         sandbox_backend="bwrap",
