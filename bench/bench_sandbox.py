@@ -1,8 +1,10 @@
 """Sandbox benchmark: start-to-exit latency of ``true`` per backend, and kill latency.
 
-Prints medians and ratios against the ``none`` backend measured in the same run (not a test).
+Prints medians and ratios against the ``none`` backend measured in the same run (not a test),
+and the product's bwrap (cgroup, uid drop, seccomp, passwd, proc covers) against a raw
+``bwrap --unshare-all --die-with-parent <the same binds> -- true`` started directly.
 
-    /work/venv/bin/python bench/bench_sandbox.py [--runs 20] [--docker-socket S] [--docker-image I]
+    .venv/bin/python bench/bench_sandbox.py [--runs 20] [--docker-socket S] [--docker-image I]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sandbox.bwrap import BwrapSandbox
 from sandbox.cgroups import CgroupLayout, CgroupManager
 from sandbox.docker import DockerSandbox
 from sandbox.none import NoneSandbox
+from sandbox.policy import build_args
 
 HOLD_50 = "for i in $(seq 50); do sleep 300 & done; touch ready; wait"
 
@@ -55,6 +58,21 @@ async def start_latency(sb: Sandbox, root: Path, runs: int) -> list[float]:
     return out
 
 
+async def raw_bwrap_latency(bwrap: str, root: Path, runs: int) -> list[float]:
+    """``bwrap --unshare-all --die-with-parent`` with the policy's binds, no more, as we are."""
+    out = []
+    for _ in range(runs):
+        spec = _spec(root, ["true"])
+        opts = build_args(spec, bwrap=bwrap).options
+        t0 = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(bwrap, *opts, "--", "true")
+        rc = await proc.wait()
+        out.append(time.perf_counter() - t0)
+        if rc != 0:
+            raise SystemExit(f"raw bwrap: 'true' exited {rc}")
+    return out
+
+
 async def kill_latency(sb: Sandbox, root: Path, runs: int) -> list[float]:
     out = []
     for _ in range(runs):
@@ -79,12 +97,13 @@ async def main() -> None:
     args = ap.parse_args()
     parent = f"mosaic-bench-{uuid.uuid4().hex[:8]}"
     backends: dict[str, Sandbox] = {"none": NoneSandbox()}
+    bwrap: BwrapSandbox | None = None
     if shutil.which("bwrap"):
         backends["bwrap (no cgroup, rlimits)"] = BwrapSandbox(
-            cgroup_parent=parent, layout=CgroupLayout(version=0)
+            cgroup_parent=parent, layout=CgroupLayout(version=0), allow_no_cgroups=True
         )
         if CgroupManager(parent).usable() is None:
-            backends["bwrap+cgroup"] = BwrapSandbox(cgroup_parent=parent)
+            bwrap = backends["bwrap+cgroup"] = BwrapSandbox(cgroup_parent=parent)
     docker = DockerSandbox(socket=args.docker_socket, image=args.docker_image)
     health = await docker.health()
     if health.ok:
@@ -92,6 +111,8 @@ async def main() -> None:
     else:
         print(f"docker: skipped ({health.detail})")
     root = Path(tempfile.mkdtemp(prefix="mosaic-bench-"))
+    root.chmod(0o755)  # a worktree root the sandbox user can reach (no staging)
+    private = Path(tempfile.mkdtemp(prefix="mosaic-bench-private-"))  # 0700: staged binds
     try:
         print(f"start-to-exit of `true`, {args.runs} runs, median (ratio to none):")
         base = None
@@ -100,6 +121,18 @@ async def main() -> None:
             med = statistics.median(await start_latency(sb, root, runs))
             base = base or med
             print(f"  {name:28s} {med * 1000:8.1f} ms   x{med / base:5.1f}")
+        if bwrap is not None:
+            binary = bwrap.binary.path
+            raw = statistics.median(await raw_bwrap_latency(binary, root, args.runs))
+            product = statistics.median(await start_latency(bwrap, root, args.runs))
+            staged = statistics.median(await start_latency(bwrap, private, args.runs))
+            print(f"product bwrap vs raw bwrap ({bwrap.binary.describe()}), same binds, median:")
+            print(f"  {'raw bwrap':28s} {raw * 1000:8.1f} ms   x1.0")
+            label = "product (cgroup, uid drop)"
+            print(f"  {label:28s} {product * 1000:8.1f} ms   x{product / raw:4.2f}")
+            print(
+                f"  {'product, worktree staged':28s} {staged * 1000:8.1f} ms   x{staged / raw:4.2f}"
+            )
         print("kill latency, sandbox holding 50 processes (kill(grace=0) + cleanup), median:")
         for name, sb in backends.items():
             if "rlimits" in name:
@@ -108,6 +141,7 @@ async def main() -> None:
             print(f"  {name:28s} {med * 1000:8.1f} ms")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
         CgroupManager(parent).remove_parent()
 
 

@@ -62,6 +62,7 @@ class SandboxPolicy:
     memory_mb: int
     cpu_quota: float | None
     pids_max: int
+    tmp_mb: int
     readonly_paths: tuple[Path, ...]
     hidden_paths: tuple[Path, ...]
 
@@ -85,6 +86,7 @@ class SandboxPolicy:
             memory_mb=self.memory_mb,
             cpu_quota=self.cpu_quota,
             pids_max=self.pids_max,
+            tmp_mb=self.tmp_mb,
             ro_binds=ro_binds,
             rw_binds=rw_binds,
             readonly_paths=self.readonly_paths,
@@ -99,6 +101,7 @@ class SandboxPolicy:
             memory_mb=settings.sandbox_default_memory_mb,
             cpu_quota=settings.sandbox_cpu_quota,
             pids_max=settings.sandbox_pids_max,
+            tmp_mb=settings.sandbox_disk_mb,
             readonly_paths=tuple(readonly),
             hidden_paths=tuple(hidden),
         )

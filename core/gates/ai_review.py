@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.gates.models import AiReview, GateStatus
+from core.git.runner import run_git_bytes
 
 MAX_DIFF_CHARS = 400_000
 _REV = re.compile(r"^[\w./@^~{}-]{1,200}$")
@@ -25,28 +26,13 @@ async def git_diff(worktree: Path, base: str, head: str, timeout_s: float) -> st
     for rev in (base, head):
         if not _REV.match(rev) or rev.startswith("-"):
             raise ValueError(f"invalid revision {rev!r}")
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        "-C",
-        str(worktree),
-        "diff",
-        "--no-color",
-        "--no-ext-diff",
-        f"{base}..{head}",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            out, err = await proc.communicate()
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await asyncio.shield(proc.wait())
-        raise
-    if proc.returncode != 0:
-        raise RuntimeError(f"git diff failed: {err.decode(errors='replace').strip()}")
+    async with asyncio.timeout(timeout_s):  # cancelling the runner kills git
+        code, out, err = await run_git_bytes(
+            "diff", "--no-color", "--no-ext-diff", "--no-textconv", f"{base}..{head}",
+            cwd=worktree,
+        )  # fmt: skip
+    if code != 0:
+        raise RuntimeError(f"git diff failed: {err.decode(errors='replace').strip()[-500:]}")
     return out.decode("utf-8", errors="replace")
 
 

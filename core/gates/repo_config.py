@@ -33,6 +33,7 @@ from pydantic import (
 
 from core.gates.models import GateConfigError
 from core.gates.profiles import AI_REVIEW, default_config
+from core.git.runner import git_argv, git_env
 from core.safeio import MiB, RefusedFile, read_text_capped
 
 REPO_CONFIG = Path(".mosaic") / "gates.toml"
@@ -116,8 +117,11 @@ def load_repo_config(worktree: Path, ref: str | None = None) -> RepoGateConfig |
 
 
 def _git(worktree: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """A blocking git call through the hardened runner's command line and environment."""
     return subprocess.run(
-        ["git", "-C", str(worktree), *args],
+        git_argv("-C", str(worktree), *args),
+        env=git_env(),
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         check=False,
         timeout=60,

@@ -43,6 +43,10 @@ _OVERRIDES: tuple[str, ...] = (
     "color.ui=false",
     "advice.detachedHead=false",
     "init.defaultBranch=main",
+    # Worktrees belong to the sandbox user, not to us. Ownership checks guard against a planted
+    # repository config; ours (the clone cache's) is never writable by an agent, and hooks,
+    # fsmonitor and the like are off above.
+    "safe.directory=*",
 )
 _KEEP_GIT_ENV = frozenset({"GIT_SSH_COMMAND", "GIT_SSH", "GIT_SSH_VARIANT", "GIT_ASKPASS"})
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
