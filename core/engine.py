@@ -306,6 +306,10 @@ def _make_sandbox(settings: Settings, scope: str) -> Sandbox:
             cgroup_parent=scope,
             docker_socket=settings.docker_socket,
             docker_image=settings.docker_image,
+            uid=settings.sandbox_uid,
+            gid=settings.sandbox_gid,
+            allow_no_cgroups=settings.sandbox_allow_no_cgroups,
+            bwrap=settings.sandbox_bwrap,
         )
     except SandboxError as exc:
         raise NotReady(f"sandbox backend {settings.sandbox_backend!r}: {exc}") from None

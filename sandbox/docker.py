@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from sandbox.base import SandboxError, SandboxHealth, SandboxSpec, SandboxStats
+from sandbox.identity import SANDBOX_HOME, SandboxUser
 from sandbox.policy import validate_spec
 
 log = logging.getLogger(__name__)
@@ -205,8 +206,13 @@ class DockerProcess:
             await self._logs
 
 
-def container_config(spec: SandboxSpec, image: str, scope: str | None = None) -> dict[str, Any]:
-    """The Engine API create body for ``spec`` (pure: unit-tested on its own)."""
+def container_config(
+    spec: SandboxSpec, image: str, scope: str | None = None, user: SandboxUser | None = None
+) -> dict[str, Any]:
+    """The Engine API create body for ``spec`` (pure: unit-tested on its own).
+
+    With ``user`` the container's processes run as that host uid/gid (never root), with a
+    private size-limited home."""
     workdir = os.path.abspath(spec.workdir)
     binds = [f"{workdir}:{workdir}:rw"]
     binds += [f"{os.path.abspath(p)}:{os.path.abspath(p)}:ro" for p in spec.ro_binds]
@@ -217,7 +223,10 @@ def container_config(spec: SandboxSpec, image: str, scope: str | None = None) ->
         if os.path.exists(p)
     ]
     bound = [b.split(":")[0] for b in binds]
-    tmpfs = {"/tmp": "rw,nosuid,nodev,mode=1777"}
+    size = f"size={spec.tmp_mb}m"
+    tmpfs = {"/tmp": f"rw,nosuid,nodev,mode=1777,{size}"}
+    if user is not None:
+        tmpfs[SANDBOX_HOME] = f"rw,nosuid,nodev,mode=0700,uid={user.uid},gid={user.gid},{size}"
     for p in spec.hidden_paths:
         hidden = os.path.abspath(p)
         if os.path.isdir(hidden) and any(hidden.startswith(b.rstrip("/") + "/") for b in bound):
@@ -238,7 +247,7 @@ def container_config(spec: SandboxSpec, image: str, scope: str | None = None) ->
     labels = {LABEL: spec.agent_id}
     if scope is not None:
         labels[SCOPE_LABEL] = scope
-    return {
+    body: dict[str, Any] = {
         "Image": image,
         "Cmd": list(spec.argv),
         "Env": [f"{k}={v}" for k, v in spec.env.items()],
@@ -250,6 +259,9 @@ def container_config(spec: SandboxSpec, image: str, scope: str | None = None) ->
         "Tty": False,
         "HostConfig": host,
     }
+    if user is not None:
+        body["User"] = f"{user.uid}:{user.gid}"
+    return body
 
 
 class DockerSandbox:
@@ -259,21 +271,29 @@ class DockerSandbox:
     name = "docker"
 
     def __init__(
-        self, *, socket: str | None = None, image: str | None = None, scope: str = "mosaic"
+        self,
+        *,
+        socket: str | None = None,
+        image: str | None = None,
+        scope: str = "mosaic",
+        user: SandboxUser | None = None,
     ) -> None:
         self.client = DockerClient(socket or default_socket())
         self.image = image or DEFAULT_IMAGE
         self.scope = scope
+        self.user = user if user is not None else SandboxUser.resolve()
 
     async def start(self, spec: SandboxSpec) -> DockerProcess:
         await asyncio.to_thread(validate_spec, spec)
         await asyncio.to_thread(spec.log_dir.mkdir, parents=True, exist_ok=True)
+        for path in (spec.workdir, *spec.rw_binds):
+            await asyncio.to_thread(self.user.grant, path)
         name = f"mosaic-{spec.agent_id}"
         _, data = await self.client.request(
             "POST",
             "/containers/create",
             params={"name": name},
-            body=container_config(spec, self.image, self.scope),
+            body=container_config(spec, self.image, self.scope, self.user),
         )
         cid = str(data["Id"])
         try:

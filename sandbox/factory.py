@@ -12,6 +12,7 @@ import asyncio
 import sys
 
 from sandbox.base import Sandbox, SandboxError
+from sandbox.identity import SandboxUser
 
 BACKENDS = ("bwrap", "docker", "none")
 
@@ -22,19 +23,36 @@ def create_sandbox(
     cgroup_parent: str = "mosaic",
     docker_socket: str | None = None,
     docker_image: str | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+    allow_no_cgroups: bool = False,
+    bwrap: str | None = None,
 ) -> Sandbox:
-    """The backend named ``backend`` ("bwrap" | "docker" | "none"); SandboxError if unusable."""
+    """The backend named ``backend`` ("bwrap" | "docker" | "none"); SandboxError if unusable.
+
+    ``uid``/``gid``: the unprivileged host user sandboxes run as (see ``sandbox.identity``).
+    """
     name = backend.strip().lower() if isinstance(backend, str) else backend
     if name == "bwrap":
         if not sys.platform.startswith("linux"):
             raise SandboxError("the bwrap sandbox needs Linux; use 'docker' or 'none'")
         from sandbox.bwrap import BwrapSandbox
 
-        return BwrapSandbox(cgroup_parent=cgroup_parent)
+        return BwrapSandbox(
+            cgroup_parent=cgroup_parent,
+            bwrap=bwrap,
+            user=SandboxUser.resolve(uid, gid),
+            allow_no_cgroups=allow_no_cgroups,
+        )
     if name == "docker":
         from sandbox.docker import DockerSandbox
 
-        return DockerSandbox(socket=docker_socket, image=docker_image, scope=cgroup_parent)
+        return DockerSandbox(
+            socket=docker_socket,
+            image=docker_image,
+            scope=cgroup_parent,
+            user=SandboxUser.resolve(uid, gid),
+        )
     if name == "none":
         from sandbox.none import NoneSandbox
 

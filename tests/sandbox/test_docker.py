@@ -28,6 +28,7 @@ from sandbox.docker import (
     container_config,
     default_socket,
 )
+from sandbox.identity import SANDBOX_HOME, SandboxUser
 
 SOCKET = os.environ.get("MOSAIC_DOCKER_SOCKET", "/run/mosaic-podman.sock")
 IMAGE = os.environ.get("MOSAIC_DOCKER_IMAGE", "localhost/mosaic-busybox:latest")
@@ -77,6 +78,10 @@ def test_container_config_carries_the_policy(tmp_path: Path) -> None:
     assert host["CapDrop"] == ["ALL"] and host["NetworkMode"] == "none" and host["ReadonlyRootfs"]
     assert cfg["NetworkDisabled"] and cfg["Env"] == ["A=1"] and cfg["WorkingDir"] == wt
     assert cfg["Labels"] == {LABEL: spec.agent_id}
+    assert "User" not in cfg and host["Tmpfs"]["/tmp"].endswith(f"size={spec.tmp_mb}m")
+    as_user = container_config(spec, "img", user=SandboxUser(uid=64000, gid=64001, drop=True))
+    assert as_user["User"] == "64000:64001"  # never root inside the container
+    assert "uid=64000,gid=64001" in as_user["HostConfig"]["Tmpfs"][SANDBOX_HOME]
     assert (
         "NanoCpus"
         not in container_config(_spec(tmp_path, ["a"], cpu_quota=None), "i")["HostConfig"]
