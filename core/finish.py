@@ -111,7 +111,12 @@ class Finisher:
         template: SandboxSpec = replace(
             ws.launch.spec, rw_binds=(), ro_binds=ws.launch.spec.ro_binds
         )
-        executor = SandboxExecutor(self.sandbox, template, self.paths.agent_dir(agent.agent_id))
+        executor = SandboxExecutor(
+            self.sandbox,
+            template,
+            self.paths.agent_dir(agent.agent_id),
+            log_cap_mb=self.settings.agent_log_mb,
+        )
 
         async def emit(type_: str, data: dict[str, Any]) -> None:
             await self._emit(agent, type_, data)

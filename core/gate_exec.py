@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.gates import CommandResult
+from core.logcap import cap_logs
 from core.logtail import tail_lines
 from sandbox import Sandbox, SandboxSpec
 
@@ -16,10 +17,19 @@ from sandbox import Sandbox, SandboxSpec
 class SandboxExecutor:
     """``CommandExecutor`` over a ``Sandbox``: same limits and isolation as the agent itself."""
 
-    def __init__(self, sandbox: Sandbox, template: SandboxSpec, log_root: Path) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        template: SandboxSpec,
+        log_root: Path,
+        *,
+        log_cap_mb: int | None = None,
+    ) -> None:
         self.sandbox = sandbox
         self.template = template
         self.log_root = log_root
+        self.log_cap_mb = log_cap_mb
+        """Each command's logs are capped at this many MiB while it runs (the tail is kept)."""
         self._counter = itertools.count(1)
 
     async def __call__(self, command: str, *, cwd: Path, timeout_s: float) -> CommandResult:
@@ -34,6 +44,7 @@ class SandboxExecutor:
         )
         started = time.monotonic()
         process = await self.sandbox.start(spec)
+        capper = asyncio.create_task(self._cap_logs(log_dir))
         timed_out = False
         try:
             try:
@@ -43,8 +54,19 @@ class SandboxExecutor:
                 await process.kill(0.5)
                 exit_code = await process.wait()
         finally:
+            capper.cancel()
+            await asyncio.gather(capper, return_exceptions=True)
             await process.cleanup()
+            if self.log_cap_mb is not None:
+                await asyncio.to_thread(cap_logs, log_dir, self.log_cap_mb)
         output = "\n".join(
             tail_lines(log_dir / "stdout.log", 200) + tail_lines(log_dir / "stderr.log", 100)
         )
         return CommandResult(exit_code, output, timed_out, time.monotonic() - started)
+
+    async def _cap_logs(self, log_dir: Path) -> None:
+        if self.log_cap_mb is None:
+            return
+        while True:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(cap_logs, log_dir, self.log_cap_mb)
