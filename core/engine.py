@@ -197,6 +197,9 @@ class Engine:
             pass  # custom gates may come from the repository's .mosaic/gates.toml
         if self.launcher_problem:
             raise NotReady(self.launcher_problem)
+        sandbox = await self.sandbox.health()
+        if not sandbox.ok:  # e.g. no cgroups: fail closed before anything is created
+            raise NotReady(f"sandbox {sandbox.backend}: {sandbox.detail}")
         existing = await self.store.get_task(request.task_id)
         if existing is not None and existing.status in LIVE_STATUSES:
             return self._existing(existing, request)

@@ -226,7 +226,8 @@ def container_config(
     size = f"size={spec.tmp_mb}m"
     tmpfs = {"/tmp": f"rw,nosuid,nodev,mode=1777,{size}"}
     if user is not None:
-        tmpfs[SANDBOX_HOME] = f"rw,nosuid,nodev,mode=0700,uid={user.uid},gid={user.gid},{size}"
+        # podman refuses uid= on a tmpfs: the home is sticky and world-writable, as /tmp is
+        tmpfs[SANDBOX_HOME] = f"rw,nosuid,nodev,mode=1777,{size}"
     for p in spec.hidden_paths:
         hidden = os.path.abspath(p)
         if os.path.isdir(hidden) and any(hidden.startswith(b.rstrip("/") + "/") for b in bound):
