@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.diskusage import DiskBudget
 from core.errors import AgentFailure, IllegalTransition, NotFound, OrchestratorError
 from core.finish import Finisher, FinishInput
 from core.launch import AgentLauncher, SandboxPolicy
@@ -157,7 +158,7 @@ class Spawner:
                     )
             except (IllegalTransition, NotFound):
                 return {"status": "killed"}  # killed while starting; the stack cleans up
-            exit_code = await self._follow(run, agent, process)
+            exit_code = await self._follow(run, agent, process, workspace)
             if run.kill_requested.is_set():
                 return {"status": "killed"}
             return await self._until_killed(
@@ -207,10 +208,20 @@ class Spawner:
         workspace.launch = launch
         return process
 
-    async def _follow(self, run: AgentRun, agent: AgentState, process: SandboxProcess) -> int:
+    async def _follow(
+        self, run: AgentRun, agent: AgentState, process: SandboxProcess, workspace: Workspace
+    ) -> int:
         waiter = asyncio.create_task(process.wait())
         killer = asyncio.create_task(run.kill_requested.wait())
-        monitor = Monitor(self.settings, self.lifecycle, self.paths.agent_dir(agent.agent_id))
+        disk = DiskBudget(
+            self.settings.sandbox_disk_mb,
+            workspace.path,
+            workspace.baseline,
+            private_dirs=workspace.launch.spec.rw_binds if workspace.launch else (),
+        )
+        monitor = Monitor(
+            self.settings, self.lifecycle, self.paths.agent_dir(agent.agent_id), disk=disk
+        )
         watcher = asyncio.create_task(monitor.watch(agent.agent_id, process, run))
         watcher.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.diskusage import TreeUsage, tree_usage
 from core.errors import AgentFailure, OrchestratorError
 from core.git import RepoCache, Worktree, create_worktree, git_metadata_paths, remove_worktree
 from core.models import AgentState, SpawnRequest
@@ -29,6 +31,8 @@ class Workspace:
     readonly_paths: list[Path]
     pushed: bool = False
     launch: Launch | None = field(default=None, repr=False)
+    baseline: TreeUsage = field(default_factory=TreeUsage)
+    """The worktree's disk usage before the agent started (its disk budget counts growth)."""
 
     @property
     def path(self) -> Path:
@@ -59,6 +63,7 @@ class WorkspaceManager:
             raise AgentFailure("workspace", exc.message, retryable=True) from exc
         workspace = Workspace(worktree, git_metadata_paths(worktree))
         stack.push_async_callback(self._cleanup, workspace)
+        workspace.baseline = await asyncio.to_thread(tree_usage, worktree.path)
         return workspace
 
     async def _cleanup(self, workspace: Workspace) -> None:
