@@ -211,7 +211,7 @@ class BwrapSandbox:
         self._private = private_dir
         self._setpriv: str | None = None
         if self.user.drop:
-            self._setpriv = shutil.which("setpriv")
+            self._setpriv = _system_tool("setpriv")
             if self._setpriv is None:
                 raise SandboxError("setpriv (util-linux) not found: it drops agents to SANDBOX_UID")
             try:
@@ -223,7 +223,7 @@ class BwrapSandbox:
         self.binary: BwrapBinary = locate_bwrap(bwrap, self.user, private_dir)
         self._bwrap = self.binary.path
         self._allow_no_cgroups = allow_no_cgroups
-        self._prlimit = shutil.which("prlimit")
+        self._prlimit = _system_tool("prlimit")
         self._cgroups = CgroupManager(cgroup_parent, layout)
         self._cg_problem: str | None = None
         self._cg_checked = False
@@ -384,6 +384,11 @@ class BwrapSandbox:
             log.info("reaped orphan sandbox", extra={"agent_id": name})
             reaped.append(name)
         return reaped
+
+
+def _system_tool(name: str) -> str | None:
+    """A util-linux tool from PATH, else from the system's own directories."""
+    return shutil.which(name) or shutil.which(name, path=_LAUNCH_ENV["PATH"])
 
 
 def _no_cgroups(problem: str) -> str:

