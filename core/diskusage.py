@@ -10,8 +10,9 @@ to its parent's descriptor with ``O_NOFOLLOW`` and checked to be the directory t
 ``lstat``-ed; nothing on another file system is entered. A file is charged the larger of its size
 and its allocated blocks (a sparse file of terabytes is charged terabytes: the commit would read
 that much), every hard link in full. Memory does not depend on the tree: the walk holds one
-directory iterator per level, at most ``MAX_DEPTH`` levels; deeper directories are counted, not
-entered, and reported (``too_deep``) so the caller can fail closed.
+directory iterator per level, at most ``MAX_DEPTH`` levels. A directory it cannot enter (deeper
+than that, or unreadable to us) is counted and reported (``unmeasured``) so the caller can fail
+closed.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ _WALKS = threading.BoundedSemaphore(2)
 class TreeUsage:
     bytes: int = 0
     entries: int = 0
-    too_deep: int = 0
-    """Directories nested deeper than ``MAX_DEPTH`` levels: counted but not entered."""
+    unmeasured: int = 0
+    """Directories counted but not entered: deeper than ``MAX_DEPTH`` levels, or unreadable."""
     stopped: bool = False
     """The walk stopped early, past ``stop_above`` bytes."""
 
@@ -64,7 +65,7 @@ def tree_usage(
         top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return TreeUsage()
-    total = entries = too_deep = 0
+    total = entries = unmeasured = 0
     stack: list[tuple[int, Iterator[os.DirEntry[str]]]] = []
     try:
         device = os.fstat(top).st_dev
@@ -89,33 +90,44 @@ def tree_usage(
             total += charge(st)
             entries += 1
             if stop_above is not None and total > stop_above:
-                return TreeUsage(total, entries, too_deep, stopped=True)
+                return TreeUsage(total, entries, unmeasured, stopped=True)
             if not stat.S_ISDIR(st.st_mode) or st.st_dev != device:
                 continue
             if len(stack) >= max_depth:
-                too_deep += 1
+                unmeasured += 1
                 continue
-            child = _open_dir(fd, entry.name, st)
+            try:
+                child = _open_dir(fd, entry.name, st)
+            except PermissionError:
+                unmeasured += 1
+                continue
             if child is not None:
                 stack.append(child)
     finally:
         for level in stack:
             _close(level)
-    return TreeUsage(total, entries, too_deep)
+    return TreeUsage(total, entries, unmeasured)
 
 
 def _open_dir(
     parent: int, name: str, listed: os.stat_result
 ) -> tuple[int, Iterator[os.DirEntry[str]]] | None:
+    """The directory ``name`` as it was listed; None if it is gone or was swapped (for a link:
+    ``O_NOFOLLOW``). Raises ``PermissionError`` when we may not enter it."""
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except PermissionError:
+        raise
     except OSError:
-        return None  # gone, or swapped for a link (O_NOFOLLOW)
+        return None
     try:
         now = os.fstat(fd)
         if (now.st_dev, now.st_ino) != (listed.st_dev, listed.st_ino):
             raise OSError("replaced while walking")
         return fd, os.scandir(fd)
+    except PermissionError:
+        os.close(fd)
+        raise
     except OSError:
         os.close(fd)
         return None
@@ -262,23 +274,24 @@ class DiskBudget:
         self.private_dirs = tuple(private_dirs)
         self.min_interval = min_interval
         self.stored = 0
-        self.too_deep = 0
+        self.unmeasured = 0
         self._walk: asyncio.Future[tuple[int, int] | None] | None = None
         self._next_walk = 0.0
         self._namespaces: list[int] = []
 
     def measure_files(self) -> tuple[int, int]:
-        """Blocking: (bytes charged for the worktree's growth and private dirs, too-deep dirs)."""
+        """Blocking: (bytes charged for the worktree's growth and private dirs, directories
+        that could not be entered and were not there at the start)."""
         wt = tree_usage(self.worktree, stop_above=self.baseline.bytes + self.limit)
         total = max(0, wt.bytes - self.baseline.bytes)
-        deep = max(0, wt.too_deep - self.baseline.too_deep)
+        unmeasured = max(0, wt.unmeasured - self.baseline.unmeasured)
         for path in self.private_dirs:
             if total > self.limit:
                 break
             usage = tree_usage(path, stop_above=self.limit - total)
             total += usage.bytes
-            deep += usage.too_deep
-        return total, deep
+            unmeasured += usage.unmeasured
+        return total, unmeasured
 
     def tmp_used(self, pid: int | None) -> int:
         """Blocking: bytes in the sandbox's own tmpfs mounts (its ``/tmp``, a private home);
@@ -291,7 +304,7 @@ class DiskBudget:
 
     async def refresh(self) -> None:
         """Measure the files now and wait for the figures (``poll`` does it in the background)."""
-        self.stored, self.too_deep = await asyncio.to_thread(self.measure_files)
+        self.stored, self.unmeasured = await asyncio.to_thread(self.measure_files)
 
     def poll(self) -> None:
         """Collect a finished walk; start the next one when it is due (never waits)."""
@@ -300,7 +313,7 @@ class DiskBudget:
             with contextlib.suppress(Exception):
                 measured = walk.result()
                 if measured is not None:
-                    self.stored, self.too_deep = measured
+                    self.stored, self.unmeasured = measured
         if self._walk is None and time.monotonic() >= self._next_walk:
             self._walk = asyncio.ensure_future(asyncio.to_thread(self._timed_walk))
 
@@ -321,10 +334,10 @@ class DiskBudget:
         if used > self.limit:
             used_mb = -(-used // MiB)  # rounded up: never "16 MB used" over a 16 MB budget
             return f"sandbox: disk budget of {self.budget_mb} MB exceeded ({used_mb} MB used)"
-        if self.too_deep:
+        if self.unmeasured:
             return (
                 f"sandbox: disk budget of {self.budget_mb} MB exceeded (cannot be measured: "
-                f"directories nested more than {MAX_DEPTH} levels deep)"
+                f"directories unreadable or nested more than {MAX_DEPTH} levels deep)"
             )
         return None
 

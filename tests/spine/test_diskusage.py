@@ -8,6 +8,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -41,7 +43,7 @@ def test_tree_usage_counts_files_and_never_follows_links(tmp_path: Path) -> None
     usage = tree_usage(work)
     assert fds() == open_before
     assert 2 * MiB <= usage.bytes < 3 * MiB  # the host's 8 MiB are not counted
-    assert usage.entries == 5 and usage.too_deep == 0 and not usage.stopped
+    assert usage.entries == 5 and usage.unmeasured == 0 and not usage.stopped
     assert tree_usage(tmp_path / "missing").bytes == 0
 
 
@@ -51,7 +53,7 @@ def test_sparse_files_are_charged_their_size(tmp_path: Path) -> None:
     assert tree_usage(tmp_path).bytes >= 1024 * MiB
 
 
-def test_walk_stops_past_its_limit_and_reports_trees_too_deep(tmp_path: Path) -> None:
+def test_walk_stops_past_its_limit_and_reports_what_it_cannot_enter(tmp_path: Path) -> None:
     for i in range(10):
         (tmp_path / f"f{i}").write_bytes(b"x" * MiB)
     usage = tree_usage(tmp_path, stop_above=3 * MiB)
@@ -63,7 +65,35 @@ def test_walk_stops_past_its_limit_and_reports_trees_too_deep(tmp_path: Path) ->
     level.mkdir(parents=True)
     (level / "hidden.bin").write_bytes(b"x" * MiB)
     usage = tree_usage(deep, max_depth=3)
-    assert usage.too_deep == 1 and usage.bytes < MiB
+    assert usage.unmeasured == 1 and usage.bytes < MiB
+
+
+def test_a_directory_the_orchestrator_cannot_enter_is_reported(tmp_path: Path) -> None:
+    """An agent running as the orchestrator's own uid may ``chmod 000`` a directory to hide
+    what it holds: the walk reports it rather than counting it empty."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to walk as an unprivileged user")
+    top = Path(tempfile.mkdtemp(prefix="mosaic-walk-"))
+    try:
+        top.chmod(0o755)
+        (top / "hidden").mkdir()
+        (top / "hidden" / "data.bin").write_bytes(b"x" * MiB)
+        (top / "hidden").chmod(0o000)
+        probe = (
+            "import sys; from core.diskusage import tree_usage; "
+            "u = tree_usage(sys.argv[1]); print(u.unmeasured, u.bytes < 1024 * 1024)"
+        )
+        out = subprocess.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-c", probe, str(top)],
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert out.stdout.split() == ["1", "True"]
+    finally:
+        (top / "hidden").chmod(0o700)
+        shutil.rmtree(top)
 
 
 def test_tmpfs_usage_is_read_through_the_process_root() -> None:
