@@ -6,8 +6,8 @@ The sandbox starts from an empty root and sees only:
   a short list of non-secret ``/etc`` files (loader cache, alternatives, TLS roots: never
   ``/etc/ssl/private``, ``/etc/shadow`` or the host's accounts); ``/etc/passwd`` and
   ``/etc/group`` are written for the sandbox (the agent, root and nobody);
-- a fresh ``/proc`` whose kernel-facing parts (``/proc/sys``, ``/proc/sysrq-trigger``, ...) are
-  read-only and whose kernel-memory files are masked, a minimal ``/dev``, and size-limited tmpfs
+- a fresh ``/proc`` whose kernel-facing parts (``/proc/sys``, ``/proc/sysrq-trigger``) are
+  read-only, a minimal ``/dev``, and size-limited tmpfs
   ``/tmp`` and ``$HOME`` (``spec.tmp_mb``);
 - the worktree, read-write (the current directory), ``spec.rw_binds`` read-write and
   ``spec.ro_binds`` read-only, at their host paths;
@@ -50,12 +50,11 @@ ETC_PATHS: tuple[str, ...] = (
     "/etc/ssl/certs",
     "/etc/ssl/openssl.cnf",
 )
-# Parts of procfs that reach the kernel: read-only even for the sandbox's own root.
-PROC_READONLY: tuple[str, ...] = ("sys", "sysrq-trigger", "irq", "bus", "fs", "acpi", "scsi")
-# Kernel-memory and kernel-internal files: replaced by /dev/null.
-PROC_MASKED: tuple[str, ...] = (
-    "kcore", "kmsg", "keys", "key-users", "timer_list", "sched_debug", "latency_stats", "kallsyms",
-)  # fmt: skip
+# Parts of procfs that write to the kernel, read-only even for the sandbox's own root. The rest
+# (irq, bus, kcore, timer_list...) belongs to host root, which nothing in the sandbox is; each
+# extra bind costs start-up time, so only these two are covered: /proc/sys holds the sysctls of
+# the sandbox's own network namespace, which its user namespace owns.
+PROC_READONLY: tuple[str, ...] = ("sys", "sysrq-trigger")
 
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -218,11 +217,8 @@ def build_args(
 
 
 def _proc(args: BwrapArgs, dest: str) -> None:
-    """A fresh procfs whose kernel-facing parts are read-only and kernel memory masked."""
+    """A fresh procfs whose kernel-facing parts are read-only."""
     args.proc(dest)
     for name in PROC_READONLY:
         if os.path.exists(f"/proc/{name}"):
             args.ro_bind(f"/proc/{name}", f"{dest}/{name}")
-    for name in PROC_MASKED:
-        if os.path.exists(f"/proc/{name}"):
-            args.ro_bind("/dev/null", f"{dest}/{name}")
