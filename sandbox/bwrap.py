@@ -7,11 +7,15 @@ paths to the sandbox user, then launches::
         -> bwrap <policy> (as the sandbox user) -> argv
 
 so the agent never runs outside its cgroup and never as host root: bwrap's user namespace maps
-only the sandbox user. bwrap resolves bind sources as that user; a source it cannot reach (a
-toolchain or worktree under a private home) is first bound by a root bwrap into a private tmpfs
-of a mount namespace of its own (``stage``), from where the unprivileged bwrap binds it. Nothing
-of the stage outlives the sandbox. Without the drop (an orchestrator that is not root) the chain
-is just ``sh -> bwrap``.
+only the sandbox user. When nothing needs staging on a cgroup v1 host (or without cgroups) the
+whole chain starts as the sandbox user instead (``sh -> bwrap``), entering a cgroup whose entry
+files the orchestrator handed to it: one exec less.
+
+bwrap resolves bind sources as that user; a source it cannot reach (a toolchain or worktree under
+a private home) is first bound by a root bwrap into a private tmpfs of a mount namespace of its
+own (``stage``), from where the unprivileged bwrap binds it. Nothing of the stage outlives the
+sandbox: the stage bwrap has its own pid namespace, so when it dies everything under it dies.
+Without the drop (an orchestrator that is not root) the chain is just ``sh -> bwrap``.
 
 Without usable cgroups the backend fails closed: ``start`` refuses and ``health`` is not ok,
 unless ``allow_no_cgroups`` (SANDBOX_ALLOW_NO_CGROUPS) accepts rlimits only, a degraded mode.
@@ -29,6 +33,7 @@ import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -54,6 +59,8 @@ class _Prepared:
     stdout_fd: int
     stderr_fd: int
     cgroup: AgentCgroup | None
+    as_user: bool = False
+    """Start the launcher as the sandbox user (no root step in the chain)."""
 
     def close_fds(self) -> None:
         for fd in (*self.pass_fds, self.stdout_fd, self.stderr_fd):
@@ -105,8 +112,7 @@ class BwrapProcess:
         return _tree(self._proc.pid) if self._proc.returncode is None else []
 
     async def wait(self) -> int:
-        rc = await self._proc.wait()
-        await self.stats()  # capture oom_killed and usage before cleanup removes the cgroup
+        rc = await self._proc.wait()  # stats stay readable until cleanup() (which keeps them)
         if rc == CGROUP_ENTER_EXIT_CODE and self._cgroup is not None:
             log.error("sandbox could not enter its cgroup", extra={"agent_id": self.agent_id})
         return rc
@@ -241,13 +247,8 @@ class BwrapSandbox:
                 )
         return self._cg_problem
 
-    def _chain(self, spec: SandboxSpec, fds: list[int]) -> list[str]:
-        """``[stage bwrap] [setpriv] bwrap <policy> -- argv`` (fds it needs appended to ``fds``)."""
-        if self._seccomp is not None:
-            fds.append(filter_fd(self._seccomp))
-        seccomp = fds[-1] if self._seccomp is not None else None
-        etc = {"/etc/passwd": data_fd(self.user.passwd()), "/etc/group": data_fd(self.user.group())}
-        fds += etc.values()
+    def _staging(self, spec: SandboxSpec) -> tuple[dict[str, str], list[str]]:
+        """Bind sources the sandbox user cannot reach: where each is staged, and the options."""
         staged: dict[str, str] = {}
         stage_opts: list[str] = []
         for src, writable in bind_sources(spec):
@@ -255,6 +256,22 @@ class BwrapSandbox:
                 continue
             staged[src] = f"{self._private}/stage/{len(staged)}"
             stage_opts += ["--bind" if writable else "--ro-bind", src, staged[src]]
+        return staged, stage_opts
+
+    def _chain(
+        self,
+        spec: SandboxSpec,
+        fds: list[int],
+        staging: tuple[dict[str, str], list[str]],
+        setpriv: bool,
+    ) -> list[str]:
+        """``[stage bwrap] [setpriv] bwrap <policy> -- argv`` (fds it needs appended to ``fds``)."""
+        if self._seccomp is not None:
+            fds.append(filter_fd(self._seccomp))
+        seccomp = fds[-1] if self._seccomp is not None else None
+        etc = {"/etc/passwd": data_fd(self.user.passwd()), "/etc/group": data_fd(self.user.group())}
+        fds += etc.values()
+        staged, stage_opts = staging
         args = build_args(
             spec,
             bwrap=self._bwrap,
@@ -264,7 +281,7 @@ class BwrapSandbox:
             home=SANDBOX_HOME,
         )
         argv = args.argv(spec.argv)
-        if self._setpriv is not None:
+        if setpriv and self._setpriv is not None:
             argv = [
                 self._setpriv,
                 f"--reuid={self.user.uid}",
@@ -292,22 +309,31 @@ class BwrapSandbox:
             err = os.open(spec.log_dir / "stderr.log", flags, 0o640)
             for path in (spec.workdir, *spec.rw_binds):
                 self.user.grant(path)
-            argv = self._chain(spec, fds)
+            staging = self._staging(spec)
+            # Without a stage (a root step) the whole chain can start as the sandbox user: it
+            # enters a v1 cgroup whose entry files it owns, saving the setpriv step.
+            as_user = self.user.drop and not staging[0]
+            as_user &= not use_cgroup or self._cgroups.layout.version == 1
+            argv = self._chain(spec, fds, staging, setpriv=self.user.drop and not as_user)
             if use_cgroup:
                 cgroup = self._cgroups.agent(spec.agent_id)
                 if cgroup.exists():
                     raise SandboxError(f"a sandbox for agent {spec.agent_id!r} already exists")
                 cgroup.create(Limits(spec.memory_mb, spec.cpu_quota, spec.pids_max))
-                argv = enter_cgroup_argv(cgroup.procs_files(), argv)
+                if as_user:
+                    cgroup.allow_entry(self.user.uid, self.user.gid)
+                argv = enter_cgroup_argv(cgroup.entry_files(), argv)
             elif self._prlimit is not None:
                 argv = rlimit_argv(spec.memory_mb, spec.pids_max, argv, self._prlimit)
         except OSError as exc:
-            _Prepared([], fds, out, err, None).close_fds()
+            _Prepared([], fds, out, err, cgroup).close_fds()
+            if cgroup is not None:
+                cgroup.remove(timeout_s=0.5)
             raise SandboxError(f"cannot prepare sandbox: {exc}") from exc
         except SandboxError:
             _Prepared([], fds, out, err, None).close_fds()
             raise
-        return _Prepared(argv, fds, out, err, cgroup)
+        return _Prepared(argv, fds, out, err, cgroup, as_user)
 
     async def start(self, spec: SandboxSpec) -> BwrapProcess:
         problem = await self._cgroup_problem()
@@ -315,6 +341,9 @@ class BwrapSandbox:
             raise SandboxError(_no_cgroups(problem))
         use_cgroup = problem is None
         prep = await asyncio.to_thread(self._prepare, spec, use_cgroup)
+        user: dict[str, Any] = {}
+        if prep.as_user:  # set in the child between fork and exec, no preexec_fn
+            user = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *prep.argv,
@@ -324,6 +353,7 @@ class BwrapSandbox:
                 env=_LAUNCH_ENV,
                 pass_fds=prep.pass_fds,
                 start_new_session=True,
+                **user,
             )
         except OSError as exc:
             if prep.cgroup is not None:

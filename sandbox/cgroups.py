@@ -5,8 +5,11 @@ the v1 hierarchies (``memory``, ``pids``, ``cpu``, ``cpuacct``, ``freezer``; co-
 used. An agent's cgroup is ``<hierarchy>/<parent>/<agent_id>`` in each hierarchy, so reconciliation
 finds leftovers by listing ``<parent>``.
 
-A process enters its cgroup *before it execs* its payload: :meth:`AgentCgroup.procs_files` lists the
-``cgroup.procs`` files the launcher writes its own pid into (see :mod:`sandbox.launcher`).
+A process enters its cgroup *before it execs* its payload: :meth:`AgentCgroup.entry_files` lists the
+files the launcher writes itself into (see :mod:`sandbox.launcher`). On v1 these are the ``tasks``
+files, written with ``0`` ("the calling thread"): the kernel then moves the (single-threaded)
+launcher without taking the global threadgroup lock, whose write side waits for an RCU grace
+period (about 10 ms per start, measured here, when writing a pid to ``cgroup.procs``).
 
 Everything here is synchronous file I/O on cgroupfs; async callers use ``asyncio.to_thread`` for the
 calls that wait (:meth:`AgentCgroup.kill`, :meth:`AgentCgroup.remove`).
@@ -136,6 +139,18 @@ class AgentCgroup:
 
     def procs_files(self) -> list[Path]:
         return [d / "cgroup.procs" for d in self.dirs]
+
+    def entry_files(self) -> list[Path]:
+        """Where a single-threaded launcher writes itself to enter (``tasks`` on v1)."""
+        name = "cgroup.procs" if self.layout.version == 2 else "tasks"
+        return [d / name for d in self.dirs]
+
+    def allow_entry(self, uid: int, gid: int) -> None:
+        """Let a launcher already running as ``uid`` move itself in (v1 only: on v2 a move also
+        needs write access to the common ancestor's ``cgroup.procs``). The agent never sees
+        cgroupfs, and moving out would need write access to a cgroup it does not own."""
+        for f in self.entry_files():
+            os.chown(f, uid, gid)
 
     def create(self, limits: Limits) -> None:
         """Create the directories and write the limits; raises SandboxError on failure."""

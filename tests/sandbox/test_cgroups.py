@@ -118,7 +118,7 @@ def test_limits_stats_kill_and_remove_on_real_cgroups(manager: CgroupManager) ->
         assert (pids / "pids.max").read_text().strip() == "16"
     # A process that enters the cgroup before exec, plus a child that double-forks away.
     script = "sleep 300 & (sleep 300 &) ; exec sleep 300"
-    proc = subprocess.Popen(enter_cgroup_argv(cg.procs_files(), ["/bin/sh", "-c", script]))
+    proc = subprocess.Popen(enter_cgroup_argv(cg.entry_files(), ["/bin/sh", "-c", script]))
     try:
         for _ in range(200):
             if len(cg.pids()) >= 3:
@@ -178,7 +178,7 @@ def test_release_removes_only_empty_parents_and_kills_nothing(
     assert mine.usable() is None and other.usable() is None
     cg = other.agent("agent-1")
     cg.create(Limits(memory_mb=64, cpu_quota=None, pids_max=16))
-    proc = subprocess.Popen(enter_cgroup_argv(cg.procs_files(), ["sleep", "30"]))
+    proc = subprocess.Popen(enter_cgroup_argv(cg.entry_files(), ["sleep", "30"]))
     try:
         for _ in range(250):
             if cg.pids():
