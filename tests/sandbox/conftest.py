@@ -56,7 +56,7 @@ class Workspace:
 
     def spec(self, argv: list[str], **kw: Any) -> SandboxSpec:
         agent_id = kw.pop("agent_id", f"agent-{uuid.uuid4().hex[:8]}")
-        ro = tuple(kw.pop("ro_binds", ())) + PY_BINDS
+        ro = tuple(kw.pop("ro_binds", ())) + (PY_BINDS if kw.pop("python", True) else ())
         env = kw.pop("env", {"PATH": "/usr/bin:/bin"})
         workdir = kw.pop("workdir", self.worktree)
         return SandboxSpec(

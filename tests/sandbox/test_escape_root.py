@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +247,57 @@ async def test_a_symlinked_git_file_is_refused_not_bound(ws: Workspace, run: Any
     planted.symlink_to(secret)
     with pytest.raises(Exception, match="symbolic link"):
         await run(ws.spec(["/bin/cat", ".git"], readonly_paths=(planted,)))
+
+
+@pytest.fixture
+def open_ws(tmp_path: Path) -> Iterator[Workspace]:
+    """A worktree the sandbox user can reach: nothing is staged, no root step in the chain."""
+    root = Path(tempfile.mkdtemp(dir="/tmp", prefix="mosaic-open-"))
+    try:
+        root.chmod(0o755)
+        (root / "wt").mkdir()
+        yield Workspace(root=root, worktree=root / "wt", logs=tmp_path / "logs")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@root_only
+async def test_without_a_stage_no_process_of_the_sandbox_is_root(
+    open_ws: Workspace, bwrap_sandbox: BwrapSandbox, needs_cgroups: None
+) -> None:
+    ready = open_ws.worktree / "ready"
+    script = f"cat /proc/self/cgroup > {ready}.tmp; mv {ready}.tmp {ready}; sleep 30"
+    proc = await bwrap_sandbox.start(
+        open_ws.spec(["/bin/sh", "-c", script], python=False, pids_max=16)
+    )
+    try:
+        for _ in range(500):
+            if ready.exists():
+                break
+            await asyncio.sleep(0.01)
+        assert proc._cgroup is not None and ready.exists()
+        members = await asyncio.to_thread(proc._members)
+        assert len(members) >= 3
+        for pid in members:  # the host's view: every process in the agent's own cgroups
+            assert Path(f"/proc/{pid}/cgroup").read_text().count(f"/{proc.agent_id}\n") >= 3
+        owners = {os.stat(f"/proc/{pid}").st_uid for pid in members}
+        assert owners == {DEFAULT_SANDBOX_UID}, owners  # not even bwrap's monitor is root
+    finally:
+        await proc.kill(grace_s=0.1)
+        await proc.cleanup()
+
+
+@root_only
+async def test_without_a_stage_the_limits_still_hold(
+    open_ws: Workspace, run: Any, needs_cgroups: None
+) -> None:
+    forks = (
+        "n=0; ( while [ $n -lt 60 ]; do sleep 5 & n=$((n+1)); echo $n > n; done; wait ) "
+        "2>/dev/null; kill -9 -1 2>/dev/null; cat n"
+    )
+    rc, _ = await run(open_ws.spec(["/bin/sh", "-c", forks], python=False, pids_max=16))
+    assert rc == 0, open_ws.stderr()
+    assert int(open_ws.stdout().split()[-1]) < 16  # stopped by pids.max
+    hog = "head -c 400000000 /dev/zero | tail -c 400000000 > /dev/null"
+    rc, stats = await run(open_ws.spec(["/bin/sh", "-c", hog], python=False, memory_mb=64))
+    assert rc != 0 and stats.oom_killed
