@@ -42,6 +42,9 @@ class SandboxSpec:
     """Paths inside the worktree re-bound read-only over the writable worktree (git metadata)."""
     hidden_paths: tuple[Path, ...] = ()
     """Host paths that must be invisible inside (state dir, config, home...)."""
+    overlays: tuple[tuple[Path, Path], ...] = ()
+    """``(host file, path inside the worktree)``: the host file is bound read-only over that path
+    (e.g. a gate script's base version over the agent's edited copy)."""
     network: bool = False
     tmp_mb: int = 512
     """Size of the sandbox's private ``/tmp`` and ``$HOME`` (tmpfs; part of the disk budget)."""

@@ -222,6 +222,7 @@ def container_config(
         for p in spec.readonly_paths
         if os.path.exists(p)
     ]
+    binds += [f"{os.path.abspath(s)}:{os.path.abspath(d)}:ro" for s, d in spec.overlays]
     bound = [b.split(":")[0] for b in binds]
     size = f"size={spec.tmp_mb}m"
     tmpfs = {"/tmp": f"rw,nosuid,nodev,mode=1777,{size}"}

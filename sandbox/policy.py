@@ -85,6 +85,12 @@ def validate_spec(spec: SandboxSpec) -> None:
     for p in (*spec.readonly_paths, *spec.hidden_paths):
         if not p.is_absolute():
             raise SandboxError(f"path {str(p)!r} must be absolute")
+    workdir = _norm(spec.workdir)
+    for src, dest in spec.overlays:
+        if not src.is_absolute() or not os.path.isfile(src) or os.path.islink(src):
+            raise SandboxError(f"overlay source {str(src)!r} is not an existing regular file")
+        if not dest.is_absolute() or not _under(_norm(dest), workdir) or _norm(dest) == workdir:
+            raise SandboxError(f"overlay target {str(dest)!r} is not inside the worktree")
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ def bind_sources(spec: SandboxSpec) -> list[tuple[str, bool]]:
     out += [(_norm(p), True) for p in spec.rw_binds]
     out.append((_norm(spec.workdir), True))
     out += [(_norm(p), False) for p in spec.readonly_paths if os.path.lexists(p)]
+    out += [(_norm(src), False) for src, _dest in spec.overlays]
     return out
 
 
@@ -157,6 +164,11 @@ def build_args(
         if os.path.islink(p):  # planted by the agent: binding it would expose its target
             raise SandboxError(f"refusing to bind {str(p)!r}: it is a symbolic link")
         mounts.append(_Mount(_norm(p), _READONLY, _norm(p)))
+    for src, dest in spec.overlays:
+        target = _norm(dest)
+        if os.path.islink(target):  # the agent replaced the file by a link: cover the link
+            raise SandboxError(f"refusing to cover {target!r}: it is a symbolic link")
+        mounts.append(_Mount(target, _READONLY, _norm(src)))
     bound = [m.dest for m in mounts]
     masked: list[str] = []
     for hidden in spec.hidden_paths:

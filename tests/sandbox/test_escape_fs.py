@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from sandbox.base import SandboxError
+
 from .attack import failed, results, script
+from .attack import script as attack
 from .conftest import PY_BINDS, Workspace, needs_bwrap
 
 pytestmark = needs_bwrap
@@ -231,3 +234,34 @@ R["mounts"] = open("/proc/self/mountinfo").read()
         assert stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode), p
         if p.name != "suid-cat":
             assert not mode & (stat.S_ISUID | stat.S_ISGID), p
+
+
+async def test_an_overlay_covers_a_worktree_file_read_only(ws: Workspace, run: Any) -> None:
+    script = ws.worktree / "ci" / "test.sh"
+    script.parent.mkdir()
+    script.write_text("echo agent-version\n")
+    base = ws.root / "base-test.sh"
+    base.write_text("echo base-version\n")
+    body = """
+R["seen"] = open("ci/test.sh").read().strip()
+t("write", write, "ci/test.sh")
+"""
+    rc, _ = await run(ws.py(attack(body), overlays=((base, script),)))
+    assert rc == 0, ws.stderr()
+    res = results(ws.stdout())
+    assert res["seen"] == "echo base-version"
+    assert failed(res["write"])
+    assert script.read_text() == "echo agent-version\n"  # the worktree itself is untouched
+
+
+async def test_an_overlay_outside_the_worktree_or_over_a_link_is_refused(
+    ws: Workspace, run: Any
+) -> None:
+    base = ws.root / "base.sh"
+    base.write_text("x")
+    with pytest.raises(SandboxError, match="not inside the worktree"):
+        await run(ws.py("pass", overlays=((base, Path("/usr/bin/env")),)))
+    link = ws.worktree / "link.sh"
+    link.symlink_to("/etc/hostname")
+    with pytest.raises(SandboxError, match="symbolic link"):
+        await run(ws.py("pass", overlays=((base, link),)))
