@@ -164,11 +164,11 @@ def build_args(
         if os.path.islink(p):  # planted by the agent: binding it would expose its target
             raise SandboxError(f"refusing to bind {str(p)!r}: it is a symbolic link")
         mounts.append(_Mount(_norm(p), _READONLY, _norm(p)))
-    for src, dest in spec.overlays:
-        target = _norm(dest)
+    for overlay_src, overlay_dest in spec.overlays:
+        target = _norm(overlay_dest)
         if os.path.islink(target):  # the agent replaced the file by a link: cover the link
             raise SandboxError(f"refusing to cover {target!r}: it is a symbolic link")
-        mounts.append(_Mount(target, _READONLY, _norm(src)))
+        mounts.append(_Mount(target, _READONLY, _norm(overlay_src)))
     bound = [m.dest for m in mounts]
     masked: list[str] = []
     for hidden in spec.hidden_paths:
