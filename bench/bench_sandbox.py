@@ -123,9 +123,14 @@ async def main() -> None:
             print(f"  {name:28s} {med * 1000:8.1f} ms   x{med / base:5.1f}")
         if bwrap is not None:
             binary = bwrap.binary.path
-            raw = statistics.median(await raw_bwrap_latency(binary, root, args.runs))
-            product = statistics.median(await start_latency(bwrap, root, args.runs))
-            staged = statistics.median(await start_latency(bwrap, private, args.runs))
+            raws: list[float] = []
+            products: list[float] = []
+            stageds: list[float] = []
+            for _ in range(args.runs):  # interleaved, so load on the machine hits all three alike
+                raws += await raw_bwrap_latency(binary, root, 1)
+                products += await start_latency(bwrap, root, 1)
+                stageds += await start_latency(bwrap, private, 1)
+            raw, product, staged = map(statistics.median, (raws, products, stageds))
             print(f"product bwrap vs raw bwrap ({bwrap.binary.describe()}), same binds, median:")
             print(f"  {'raw bwrap':28s} {raw * 1000:8.1f} ms   x1.0")
             label = "product (cgroup, uid drop)"

@@ -3,19 +3,18 @@
 ``start`` creates the agent's cgroup with its limits, hands the worktree and the other writable
 paths to the sandbox user, then launches::
 
-    sh (enter cgroup, as root) -> [bwrap (stage, as root)] -> setpriv (drop to the sandbox user)
-        -> bwrap <policy> (as the sandbox user) -> argv
+    sh (enters the cgroup) -> [bwrap (stage)] -> bwrap --userns <sandbox user namespace> -> argv
 
-so the agent never runs outside its cgroup and never as host root: bwrap's user namespace maps
-only the sandbox user. When nothing needs staging on a cgroup v1 host (or without cgroups) the
-whole chain starts as the sandbox user instead (``sh -> bwrap``), entering a cgroup whose entry
-files the orchestrator handed to it: one exec less.
+so the agent never runs outside its cgroup and never as host root. A root orchestrator's bwrap
+joins the user namespace of :mod:`sandbox.userns`, which maps only the sandbox user, and becomes
+that user before it sets anything up; a non-root orchestrator's bwrap makes a namespace of its
+own for the orchestrator's uid.
 
-bwrap resolves bind sources as that user; a source it cannot reach (a toolchain or worktree under
-a private home) is first bound by a root bwrap into a private tmpfs of a mount namespace of its
-own (``stage``), from where the unprivileged bwrap binds it. Nothing of the stage outlives the
-sandbox: the stage bwrap has its own pid namespace, so when it dies everything under it dies.
-Without the drop (an orchestrator that is not root) the chain is just ``sh -> bwrap``.
+bwrap resolves bind sources as the sandbox user; a source it cannot reach (a toolchain or
+worktree under a private home) is first bound by a root bwrap into a private tmpfs of a mount
+namespace of its own (``stage``), from where the sandbox's bwrap binds it. Nothing of the stage
+outlives the sandbox: the stage bwrap has its own pid namespace, so when it dies everything
+under it dies.
 
 Without usable cgroups the backend fails closed: ``start`` refuses and ``health`` is not ok,
 unless ``allow_no_cgroups`` (SANDBOX_ALLOW_NO_CGROUPS) accepts rlimits only, a degraded mode.
@@ -31,19 +30,21 @@ import logging
 import os
 import shutil
 import signal
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from sandbox.base import SandboxError, SandboxHealth, SandboxSpec, SandboxStats
+from sandbox.bwrap_args import BwrapArgs
 from sandbox.bwrap_binary import BwrapBinary, locate_bwrap
 from sandbox.cgroups import AgentCgroup, CgroupLayout, CgroupManager, Limits
 from sandbox.identity import SANDBOX_HOME, SandboxUser
 from sandbox.launcher import CGROUP_ENTER_EXIT_CODE, enter_cgroup_argv, rlimit_argv
 from sandbox.policy import bind_sources, build_args, validate_spec
 from sandbox.seccomp import build_filter, data_fd, filter_fd
+from sandbox.userns import SandboxUserNamespace
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,20 @@ PRIVATE_DIR = Path("/run/mosaic-sandbox")
 @dataclass
 class _Prepared:
     argv: list[str]
-    pass_fds: list[int]
+    own_fds: list[int]
+    """Descriptors made for this start (seccomp program, /etc data): closed after the spawn."""
     stdout_fd: int
     stderr_fd: int
     cgroup: AgentCgroup | None
-    as_user: bool = False
-    """Start the launcher as the sandbox user (no root step in the chain)."""
+    shared_fds: tuple[int, ...] = ()
+    """Passed to the child but kept open (the sandbox user namespace)."""
+
+    @property
+    def pass_fds(self) -> list[int]:
+        return [*self.own_fds, *self.shared_fds]
 
     def close_fds(self) -> None:
-        for fd in (*self.pass_fds, self.stdout_fd, self.stderr_fd):
+        for fd in (*self.own_fds, self.stdout_fd, self.stderr_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -215,11 +221,8 @@ class BwrapSandbox:
     ) -> None:
         self.user = user if user is not None else SandboxUser.resolve()
         self._private = private_dir
-        self._setpriv: str | None = None
+        self._userns: SandboxUserNamespace | None = None
         if self.user.drop:
-            self._setpriv = _system_tool("setpriv")
-            if self._setpriv is None:
-                raise SandboxError("setpriv (util-linux) not found: it drops agents to SANDBOX_UID")
             try:
                 (private_dir / "stage").mkdir(parents=True, exist_ok=True)
                 os.chmod(private_dir, 0o755)
@@ -228,6 +231,9 @@ class BwrapSandbox:
                 raise SandboxError(f"cannot prepare {private_dir}: {exc}") from exc
         self.binary: BwrapBinary = locate_bwrap(bwrap, self.user, private_dir)
         self._bwrap = self.binary.path
+        if self.user.drop:
+            self._userns = SandboxUserNamespace.create(self.user)
+            weakref.finalize(self, self._userns.close)
         self._allow_no_cgroups = allow_no_cgroups
         self._prlimit = _system_tool("prlimit")
         self._cgroups = CgroupManager(cgroup_parent, layout)
@@ -258,14 +264,15 @@ class BwrapSandbox:
             stage_opts += ["--bind" if writable else "--ro-bind", src, staged[src]]
         return staged, stage_opts
 
+    def _userns_args(self) -> tuple[int, int, int] | None:
+        if self._userns is None:
+            return None
+        return (self._userns.fd, self.user.uid, self.user.gid)
+
     def _chain(
-        self,
-        spec: SandboxSpec,
-        fds: list[int],
-        staging: tuple[dict[str, str], list[str]],
-        setpriv: bool,
+        self, spec: SandboxSpec, fds: list[int], staging: tuple[dict[str, str], list[str]]
     ) -> list[str]:
-        """``[stage bwrap] [setpriv] bwrap <policy> -- argv`` (fds it needs appended to ``fds``)."""
+        """``[stage bwrap] bwrap <policy> -- argv`` (the fds it makes appended to ``fds``)."""
         if self._seccomp is not None:
             fds.append(filter_fd(self._seccomp))
         seccomp = fds[-1] if self._seccomp is not None else None
@@ -279,18 +286,9 @@ class BwrapSandbox:
             etc_data=etc,
             sources=staged,
             home=SANDBOX_HOME,
+            userns=self._userns_args(),
         )
         argv = args.argv(spec.argv)
-        if setpriv and self._setpriv is not None:
-            argv = [
-                self._setpriv,
-                f"--reuid={self.user.uid}",
-                f"--regid={self.user.gid}",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--",
-                *argv,
-            ]
         if stage_opts:
             stage = [self._bwrap, "--dev-bind", "/", "/", "--unshare-pid", "--die-with-parent"]
             stage += ["--tmpfs", f"{self._private}/stage", *stage_opts, "--"]
@@ -309,19 +307,12 @@ class BwrapSandbox:
             err = os.open(spec.log_dir / "stderr.log", flags, 0o640)
             for path in (spec.workdir, *spec.rw_binds):
                 self.user.grant(path)
-            staging = self._staging(spec)
-            # Without a stage (a root step) the whole chain can start as the sandbox user: it
-            # enters a v1 cgroup whose entry files it owns, saving the setpriv step.
-            as_user = self.user.drop and not staging[0]
-            as_user &= not use_cgroup or self._cgroups.layout.version == 1
-            argv = self._chain(spec, fds, staging, setpriv=self.user.drop and not as_user)
+            argv = self._chain(spec, fds, self._staging(spec))
             if use_cgroup:
                 cgroup = self._cgroups.agent(spec.agent_id)
                 if cgroup.exists():
                     raise SandboxError(f"a sandbox for agent {spec.agent_id!r} already exists")
                 cgroup.create(Limits(spec.memory_mb, spec.cpu_quota, spec.pids_max))
-                if as_user:
-                    cgroup.allow_entry(self.user.uid, self.user.gid)
                 argv = enter_cgroup_argv(cgroup.entry_files(), argv)
             elif self._prlimit is not None:
                 argv = rlimit_argv(spec.memory_mb, spec.pids_max, argv, self._prlimit)
@@ -333,7 +324,8 @@ class BwrapSandbox:
         except SandboxError:
             _Prepared([], fds, out, err, None).close_fds()
             raise
-        return _Prepared(argv, fds, out, err, cgroup, as_user)
+        shared = () if self._userns is None else (self._userns.fd,)
+        return _Prepared(argv, fds, out, err, cgroup, shared)
 
     async def start(self, spec: SandboxSpec) -> BwrapProcess:
         problem = await self._cgroup_problem()
@@ -341,9 +333,6 @@ class BwrapSandbox:
             raise SandboxError(_no_cgroups(problem))
         use_cgroup = problem is None
         prep = await asyncio.to_thread(self._prepare, spec, use_cgroup)
-        user: dict[str, Any] = {}
-        if prep.as_user:  # set in the child between fork and exec, no preexec_fn
-            user = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *prep.argv,
@@ -353,7 +342,6 @@ class BwrapSandbox:
                 env=_LAUNCH_ENV,
                 pass_fds=prep.pass_fds,
                 start_new_session=True,
-                **user,
             )
         except OSError as exc:
             if prep.cgroup is not None:
@@ -369,13 +357,15 @@ class BwrapSandbox:
 
     async def _probe_bwrap(self) -> str | None:
         """Run ``true`` as the sandbox user under a minimal bwrap once; the error if that fails."""
-        argv = [self._bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
-                "--ro-bind", "/usr", "/usr", "--ro-bind", "/", "/", "--", "true"]  # fmt: skip
-        if self._setpriv is not None:
-            drop = [f"--reuid={self.user.uid}", f"--regid={self.user.gid}", "--clear-groups"]
-            argv = [self._setpriv, *drop, "--", *argv]
+        probe = BwrapArgs(binary=self._bwrap)
+        if (userns := self._userns_args()) is not None:
+            probe.unshare_all_but_user().userns(*userns)
+        else:
+            probe.unshare_all().unshare_user().disable_userns()
+        argv = probe.ro_bind("/usr").ro_bind("/", "/").argv(["true"])
         proc = await asyncio.create_subprocess_exec(
             *argv,
+            pass_fds=probe.pass_fds,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,

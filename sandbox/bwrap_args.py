@@ -67,6 +67,22 @@ class BwrapArgs:
         self._opts.append("--disable-userns")
         return self
 
+    def unshare_all_but_user(self) -> BwrapArgs:
+        """ipc, pid, net, uts and cgroup: for a sandbox joining a user namespace (``userns``)."""
+        self._opts += [
+            "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try",
+        ]  # fmt: skip
+        return self
+
+    def userns(self, fd: int, uid: int, gid: int) -> BwrapArgs:
+        """Join the user namespace ``fd`` (passed to the child) and run as ``uid``/``gid``."""
+        if fd < 0:
+            raise SandboxError(f"invalid user namespace fd {fd}")
+        self._opts += ["--userns", str(fd)]
+        self.pass_fds.append(fd)
+        return self.uid(uid, gid)
+
     def share_net(self) -> BwrapArgs:
         """Keep the host network (only meaningful after ``unshare_all``)."""
         self._opts.append("--share-net")

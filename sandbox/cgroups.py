@@ -145,13 +145,6 @@ class AgentCgroup:
         name = "cgroup.procs" if self.layout.version == 2 else "tasks"
         return [d / name for d in self.dirs]
 
-    def allow_entry(self, uid: int, gid: int) -> None:
-        """Let a launcher already running as ``uid`` move itself in (v1 only: on v2 a move also
-        needs write access to the common ancestor's ``cgroup.procs``). The agent never sees
-        cgroupfs, and moving out would need write access to a cgroup it does not own."""
-        for f in self.entry_files():
-            os.chown(f, uid, gid)
-
     def create(self, limits: Limits) -> None:
         """Create the directories and write the limits; raises SandboxError on failure."""
         try:

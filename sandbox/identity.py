@@ -1,9 +1,8 @@
 """The unprivileged host user that agents and gates run as (SPEC §16 "never host root").
 
 When the orchestrator is root, every sandbox process runs as ``SANDBOX_UID``/``SANDBOX_GID``
-(default 64000, a uid no account should own): the launcher enters the agent's cgroup as root,
-then drops to that uid before bubblewrap starts, so bwrap's user namespace maps only that uid and
-nothing inside can ever be host uid 0. When the orchestrator is not root it cannot switch users;
+(default 64000, a uid no account should own), in a user namespace that maps that uid only
+(:mod:`sandbox.userns`), so nothing inside can ever be host uid 0. When the orchestrator is not root it cannot switch users;
 its own uid is the sandbox user.
 
 The sandbox user must own what the agent may write (its worktree, its private I/O directory):

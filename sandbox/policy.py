@@ -131,6 +131,7 @@ def build_args(
     etc_data: dict[str, int] | None = None,
     sources: dict[str, str] | None = None,
     home: str | None = None,
+    userns: tuple[int, int, int] | None = None,
     system_paths: tuple[str, ...] = SYSTEM_PATHS,
     etc_paths: tuple[str, ...] = ETC_PATHS,
 ) -> BwrapArgs:
@@ -138,11 +139,16 @@ def build_args(
 
     ``etc_data`` maps files under ``/etc`` to fds holding their content (passwd, group);
     ``sources`` maps a bind source to the path bwrap should bind instead (a staged copy of the
-    same mount); ``home`` is a private tmpfs home directory to create.
+    same mount); ``home`` is a private tmpfs home directory to create; ``userns`` is
+    ``(fd, uid, gid)`` of a user namespace to join as that user (a root bwrap), else bwrap makes
+    one of its own for the user running it.
     """
     args = BwrapArgs(binary=bwrap)
     sources = sources or {}
-    args.unshare_all().unshare_user().disable_userns()
+    if userns is not None:
+        args.unshare_all_but_user().userns(*userns)
+    else:
+        args.unshare_all().unshare_user().disable_userns()
     if spec.network:
         args.share_net()
     args.die_with_parent().new_session().cap_drop_all().hostname("mosaic-sandbox")

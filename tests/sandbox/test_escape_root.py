@@ -28,6 +28,13 @@ pytestmark = needs_bwrap
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the uid drop is what root does")
 
 
+def _status(pid: int, field: str) -> list[str]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split()[1:]
+    return []
+
+
 def _host_ranges(pid: int, kind: str) -> list[tuple[int, int, int]]:
     """``/proc/<pid>/{uid,gid}_map`` as the host sees it: (inside, host, count) ranges."""
     rows = Path(f"/proc/{pid}/{kind}_map").read_text().split("\n")
@@ -51,14 +58,15 @@ async def test_no_inside_uid_maps_to_host_root(
         members = await asyncio.to_thread(proc._members)  # every process of the sandbox
         host_ns = os.readlink("/proc/self/ns/user")
         namespaced = [p for p in members if os.readlink(f"/proc/{p}/ns/user") != host_ns]
-        assert len(namespaced) >= 2  # bwrap's init and the agent's shell (and its sleep)
-        for pid in namespaced:  # inside: a user namespace that never reaches host uid/gid 0
+        agent = [p for p in members if Path(os.readlink(f"/proc/{p}/exe")).name != "bwrap"]
+        assert len(agent) >= 2 and set(agent) <= set(namespaced)  # the shell and its sleep
+        for pid in namespaced:  # a user namespace that never reaches host uid/gid 0
             for kind in ("uid", "gid"):
                 for _inside, host, count in _host_ranges(pid, kind):
                     assert not host <= 0 < host + count, (pid, kind)
-            assert os.stat(f"/proc/{pid}").st_uid == DEFAULT_SANDBOX_UID
-        for pid in set(members) - set(namespaced):  # outside: only bwrap's own monitors
-            assert Path(os.readlink(f"/proc/{pid}/exe")).name == "bwrap", pid
+            assert _status(pid, "CapEff") == ["0000000000000000"], pid  # not even bwrap's
+        for pid in agent:
+            assert _status(pid, "Uid") == [str(DEFAULT_SANDBOX_UID)] * 4, pid
     finally:
         await proc.kill(grace_s=0.1)
         await proc.cleanup()
@@ -262,7 +270,7 @@ def open_ws(tmp_path: Path) -> Iterator[Workspace]:
 
 
 @root_only
-async def test_without_a_stage_no_process_of_the_sandbox_is_root(
+async def test_without_a_stage_nothing_of_the_sandbox_is_privileged(
     open_ws: Workspace, bwrap_sandbox: BwrapSandbox, needs_cgroups: None
 ) -> None:
     ready = open_ws.worktree / "ready"
@@ -280,8 +288,10 @@ async def test_without_a_stage_no_process_of_the_sandbox_is_root(
         assert len(members) >= 3
         for pid in members:  # the host's view: every process in the agent's own cgroups
             assert Path(f"/proc/{pid}/cgroup").read_text().count(f"/{proc.agent_id}\n") >= 3
-        owners = {os.stat(f"/proc/{pid}").st_uid for pid in members}
-        assert owners == {DEFAULT_SANDBOX_UID}, owners  # not even bwrap's monitor is root
+        host_ns = os.readlink("/proc/self/ns/user")
+        for pid in members:  # nothing of it keeps a capability or stays in the host namespace
+            assert os.readlink(f"/proc/{pid}/ns/user") != host_ns, pid
+            assert _status(pid, "CapEff") == ["0000000000000000"], pid
     finally:
         await proc.kill(grace_s=0.1)
         await proc.cleanup()
