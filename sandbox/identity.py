@@ -2,8 +2,8 @@
 
 When the orchestrator is root, every sandbox process runs as ``SANDBOX_UID``/``SANDBOX_GID``
 (default 64000, a uid no account should own), in a user namespace that maps that uid only
-(:mod:`sandbox.userns`), so nothing inside can ever be host uid 0. When the orchestrator is not root it cannot switch users;
-its own uid is the sandbox user.
+(:mod:`sandbox.userns`), so nothing inside can ever be host uid 0. When the orchestrator is not
+root it cannot switch users; its own uid is the sandbox user.
 
 The sandbox user must own what the agent may write (its worktree, its private I/O directory):
 :meth:`SandboxUser.grant` hands a tree over without following links. It must also be able to
