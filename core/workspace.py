@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 from core.diskusage import TreeUsage, tree_usage
 from core.errors import AgentFailure, OrchestratorError
-from core.git import RepoCache, Worktree, create_worktree, git_metadata_paths, remove_worktree
+from core.git import (
+    RepoCache,
+    Worktree,
+    create_worktree,
+    git_metadata_paths,
+    remove_worktree,
+    repository_credentials,
+)
 from core.models import AgentState, SpawnRequest
 from core.paths import StatePaths
 
@@ -58,6 +65,8 @@ class WorkspaceManager:
                 self.paths.worktree(agent.agent_id),
                 branch=agent_branch(agent),
                 base=request.context.branch,
+                # origin's user/token, if the URL has them: in memory, for the fetch and push
+                credentials=repository_credentials(request.context.repository),
             )
         except OrchestratorError as exc:
             raise AgentFailure("workspace", exc.message, retryable=True) from exc

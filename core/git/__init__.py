@@ -3,6 +3,7 @@
 from core.git.cache import RepoCache
 from core.git.commits import commit_all, diff_text, new_commits
 from core.git.conflicts import check_conflicts
+from core.git.credentials import Credentials, repository_credentials, split_credentials
 from core.git.errors import (
     BaseNotFound,
     CloneFailed,
@@ -28,6 +29,7 @@ from core.git.worktrees import (
 __all__ = [
     "BaseNotFound",
     "CloneFailed",
+    "Credentials",
     "FetchFailed",
     "Finding",
     "GitError",
@@ -47,9 +49,11 @@ __all__ = [
     "prune_worktrees",
     "push",
     "remove_worktree",
+    "repository_credentials",
     "scan_commits",
     "scan_paths",
     "scan_text",
+    "split_credentials",
     "validate_branch",
     "validate_repository",
 ]

@@ -24,6 +24,7 @@ async def fetch_branch(wt: Worktree, branch: str) -> str:
             "origin",
             f"+refs/heads/{branch}:{ref}",
             git_dir=wt.cache,
+            credentials=wt.credentials,
         )
     if result.returncode != 0:
         if "couldn't find remote ref" in result.stderr:

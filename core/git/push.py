@@ -33,7 +33,8 @@ async def push(wt: Worktree) -> None:
     The lease expects origin's branch where the last fetch saw it (absent for a first push), so a
     retry may replace its own previous attempt but never someone else's newer work. Hooks do not
     run: not locally (``--no-verify``) and, for a local origin, not in origin's receive-pack either.
-    Raises :class:`PushRejected` with origin's reason.
+    Origin's credentials come from ``wt.credentials`` (never from the clone's config).
+    Raises :class:`PushRejected` with origin's reason (credentials scrubbed).
     """
     ref = f"refs/heads/{wt.branch}"
     async with repo_lock(wt.cache):
@@ -49,7 +50,9 @@ async def push(wt: Worktree) -> None:
         args = ["push", "--porcelain", "--no-verify", f"--force-with-lease={ref}:{expect}"]
         if _is_local(url.strip()):
             args.append(f"--receive-pack={_LOCAL_RECEIVE_PACK}")
-        result = await run_git(*args, "origin", f"{ref}:{ref}", git_dir=wt.cache)
+        result = await run_git(
+            *args, "origin", f"{ref}:{ref}", git_dir=wt.cache, credentials=wt.credentials
+        )
     if result.returncode != 0:
         reason = _reason(result.stdout, result.stderr)
         log.warning("push rejected", extra={"branch": wt.branch, "reason": reason})

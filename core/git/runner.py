@@ -10,7 +10,14 @@ subprocess (never blocking the event loop) with:
   ``GIT_CONFIG_*`` cannot redirect us), ``GIT_CONFIG_NOSYSTEM=1``, ``GIT_TERMINAL_PROMPT=0``,
   ``GIT_NO_REPLACE_OBJECTS=1``, ssh in batch mode, the C locale, and no controlling terminal;
 - an explicit ``GIT_DIR``/``GIT_WORK_TREE`` when given, so a worktree's ``.git`` file (which the
-  agent could rewrite) is never trusted.
+  agent could rewrite) is never trusted;
+- with ``credentials`` (a repository URL's user and token, which are never stored on disk), an
+  inline credential helper fed from that one process's environment
+  (:mod:`core.git.credentials`); its output is scrubbed of the token.
+
+Nothing here prompts: ``GIT_TERMINAL_PROMPT=0`` refuses the terminal and ``core.askPass=`` (empty)
+switches off both the configured askpass and ``SSH_ASKPASS``; an operator's explicit
+``GIT_ASKPASS`` is kept for commands without credentials and dropped for those with them.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.git.credentials import Credentials, helper_config
 from core.git.errors import GitError
 
 log = logging.getLogger(__name__)
@@ -83,10 +91,10 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def git_argv(*args: str) -> list[str]:
-    """``git -c ... <args>``: the hardened command line."""
+def git_argv(*args: str, config: Sequence[str] = ()) -> list[str]:
+    """``git -c ... <args>``: the hardened command line (``config``: more ``-c``, after ours)."""
     argv = ["git"]
-    for override in _OVERRIDES:
+    for override in (*_OVERRIDES, *config):
         argv += ["-c", override]
     argv += list(args)
     return argv
@@ -110,18 +118,31 @@ async def run_git_bytes(
     work_tree: Path | None = None,
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
+    credentials: Credentials | None = None,
 ) -> tuple[int, bytes, bytes]:
-    """Run git; return ``(returncode, stdout, stderr)`` as bytes, whatever the exit code."""
+    """Run git; return ``(returncode, stdout, stderr)`` as bytes, whatever the exit code.
+
+    With ``credentials``, git may authenticate with them (and only this process sees them); the
+    output is returned as git wrote it: callers that show it use :func:`run_git`, which scrubs.
+    """
     extra = dict(env or {})
     if git_dir is not None:
         extra["GIT_DIR"] = str(git_dir)
     if work_tree is not None:
         extra["GIT_WORK_TREE"] = str(work_tree)
+    config: tuple[str, ...] = ()
+    if credentials is not None:
+        config, secret_env = helper_config(credentials)
+        extra.update(secret_env)
+    full_env = git_env(extra)
+    if credentials is not None:
+        full_env.pop("GIT_ASKPASS", None)  # the helper answers; nothing else is asked
+        full_env.pop("SSH_ASKPASS", None)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *git_argv(*args),
+            *git_argv(*args, config=config),
             cwd=str(cwd) if cwd is not None else None,
-            env=git_env(extra),
+            env=full_env,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -147,8 +168,13 @@ async def run_git(
     work_tree: Path | None = None,
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
+    credentials: Credentials | None = None,
 ) -> GitResult:
-    """Run git and return its result whatever the exit code (for commands whose code means data)."""
+    """Run git and return its result whatever the exit code (for commands whose code means data).
+
+    With ``credentials``, their secret is scrubbed from stdout and stderr (git does not echo it,
+    but nothing it prints can then carry it into an error, a log or a status).
+    """
     code, out, err = await run_git_bytes(
         *args,
         cwd=cwd,
@@ -156,8 +182,12 @@ async def run_git(
         work_tree=work_tree,
         env=env,
         stdin=stdin.encode() if stdin is not None else None,
+        credentials=credentials,
     )
-    return GitResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+    stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    if credentials is not None:
+        stdout, stderr = credentials.scrub(stdout), credentials.scrub(stderr)
+    return GitResult(code, stdout, stderr)
 
 
 def failure(args: tuple[str, ...], result: GitResult, what: str | None = None) -> GitError:
@@ -179,10 +209,17 @@ async def git(
     work_tree: Path | None = None,
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
+    credentials: Credentials | None = None,
 ) -> str:
     """Run git; return its stdout, or raise :class:`GitError` with a readable message."""
     result = await run_git(
-        *args, cwd=cwd, git_dir=git_dir, work_tree=work_tree, env=env, stdin=stdin
+        *args,
+        cwd=cwd,
+        git_dir=git_dir,
+        work_tree=work_tree,
+        env=env,
+        stdin=stdin,
+        credentials=credentials,
     )
     if result.returncode != 0:
         error = failure(args, result)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from core.git.errors import InvalidBranch, InvalidRepository
 
 _MAX_REPOSITORY = 2048
 _MAX_BRANCH = 255
 _ALLOWED_SCHEMES = frozenset({"https", "http", "ssh", "git", "file", "git+ssh", "ssh+git"})
+_PASSWORD_SCHEMES = frozenset({"https", "http"})
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.S)
 _HELPER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+.-]*::")
 _SCP = re.compile(
@@ -23,12 +24,15 @@ _BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
 def _bad(repository: str, why: str) -> InvalidRepository:
-    shown = repository if len(repository) <= 80 else repository[:77] + "..."
-    return InvalidRepository(f"invalid repository {_redacted(shown)!r}: {why}")
+    shown = _redacted(repository)  # before shortening, which could cut the '@' off a token
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return InvalidRepository(f"invalid repository {shown!r}: {why}")
 
 
 def _redacted(text: str) -> str:
-    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+    """Everything between ``scheme://`` and the last ``@`` hidden (a malformed URL's userinfo
+    may hold ``/``, ``?`` or ``#``); over-hiding in an error message costs nothing."""
+    return re.sub(r"(://)[^@]*@", r"\1***@", text, flags=re.S)
 
 
 def _is_git_repo(path: str) -> bool:
@@ -69,6 +73,11 @@ def _validate_url(repository: str, scheme: str) -> str:
         raise _bad(repository, "URLs may not carry a fragment")
     netloc = parts.netloc.rsplit("@", 1)
     userinfo = netloc[0] + "@" if len(netloc) == 2 else ""
+    if userinfo:
+        if _CONTROL.search(unquote(userinfo)):
+            raise _bad(repository, "the URL's user or password contains control characters")
+        if ":" in userinfo and scheme not in _PASSWORD_SCHEMES:
+            raise _bad(repository, f"a password in a {scheme}:// URL is not supported")
     hostport = f"[{host}]" if ":" in host else host.lower()
     if port is not None:
         hostport += f":{port}"
@@ -82,6 +91,10 @@ def validate_repository(repository: str) -> str:
     ``user@host:path`` and absolute paths of existing local git repositories. Refused: option
     injection (a leading ``-``), remote-helper transports (``ext::``, ``fd::``...), control
     characters and anything else. ``file://`` URLs are not checked for existence.
+
+    An http(s) URL may carry ``user:token@``: it stays in the returned form, for
+    :func:`~core.git.credentials.split_credentials` to take out before anything is stored. Other
+    URLs may name a user (``ssh://git@host/...``) but carry no password.
     """
     if not isinstance(repository, str):
         raise InvalidRepository("invalid repository: expected a string")

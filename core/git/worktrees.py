@@ -9,6 +9,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.git.credentials import Credentials
 from core.git.errors import BaseNotFound, GitError, WorktreeError
 from core.git.locks import repo_lock
 from core.git.runner import git, run_git, tail
@@ -29,6 +30,8 @@ class Worktree:
     admin: Path | None = field(default=None, compare=False, repr=False)
     """The worktree's administrative git dir inside the cache (found from the cache, never from
     the worktree's ``.git`` file, which the agent can rewrite)."""
+    credentials: Credentials | None = field(default=None, compare=False, repr=False)
+    """Origin's credentials for fetching and pushing on this worktree's behalf (memory only)."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,19 @@ def _rmtree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-async def create_worktree(cache: Path, path: Path, *, branch: str, base: str) -> Worktree:
+async def create_worktree(
+    cache: Path,
+    path: Path,
+    *,
+    branch: str,
+    base: str,
+    credentials: Credentials | None = None,
+) -> Worktree:
     """Check out a new branch ``branch`` from origin's ``base`` into ``path``.
 
     A branch or worktree left by a previous attempt is reset/replaced, so retries work.
+    ``credentials`` (origin's, from the repository URL) are kept on the :class:`Worktree` for
+    the fetch and push made later on its behalf.
     Raises :class:`BaseNotFound` when origin has no branch ``base``.
     """
     validate_branch(branch)
@@ -144,16 +156,16 @@ async def create_worktree(cache: Path, path: Path, *, branch: str, base: str) ->
                 returncode=result.returncode,
             )
         admin = await asyncio.to_thread(_find_admin, cache, path)
-        await asyncio.to_thread(_ensure_dirs, cache)
     log.info("worktree created", extra={"worktree": str(path), "branch": branch, "base": base})
     return Worktree(
-        path=path, branch=branch, base=base, base_sha=base_sha, cache=cache, admin=admin
+        path=path,
+        branch=branch,
+        base=base,
+        base_sha=base_sha,
+        cache=cache,
+        admin=admin,
+        credentials=credentials,
     )
-
-
-def _ensure_dirs(cache: Path) -> None:
-    for sub in ("hooks", "info"):
-        (cache / sub).mkdir(exist_ok=True)
 
 
 async def remove_worktree(wt: Worktree, *, delete_branch: bool) -> None:
@@ -214,19 +226,17 @@ async def prune_worktrees(cache_root: Path, keep: set[Path]) -> list[Path]:
 
 
 def git_metadata_paths(wt: Worktree) -> list[Path]:
-    """Existing paths the sandbox must mount read-only so the agent cannot plant hooks or config.
+    """Existing paths the sandbox must mount read-only: the worktree's git metadata.
 
-    The repository's hooks dir, config and ``info/`` dir, the object store's ``info/`` (alternates),
-    the worktree's admin files that locate the repository, and the worktree's ``.git`` file.
+    The worktree's ``.git`` file and its admin files that locate the repository (``commondir``,
+    ``gitdir``, ``config.worktree``), so the agent can neither rewrite nor replace them. Nothing
+    else of the clone cache is bound into a sandbox: not its ``config`` (origin's URL), ``hooks``,
+    ``info`` nor object store. The orchestrator's git never trusts any of these files (explicit
+    ``GIT_DIR``, hooks off), and git inside the sandbox does not work against the cache: the
+    admin dir it points to holds no ``HEAD`` there, so ``git status`` says "not a git repository".
     """
     admin = _find_admin(wt.cache, wt.path) if wt.admin is None else wt.admin
-    candidates = [
-        wt.cache / "hooks",
-        wt.cache / "config",
-        wt.cache / "info",
-        wt.cache / "objects" / "info",
-        wt.path / ".git",
-    ]
+    candidates = [wt.path / ".git"]
     if admin is not None:
         candidates += [admin / "commondir", admin / "gitdir", admin / "config.worktree"]
     return [p for p in candidates if p.exists()]

@@ -75,10 +75,44 @@ def test_non_string_is_refused() -> None:
         validate_branch(None)  # type: ignore[arg-type]
 
 
-def test_error_messages_hide_url_credentials() -> None:
+@pytest.mark.parametrize(
+    "given",
+    [
+        "https://user:s3cretpassw0rd@host.example",
+        # long enough to be shortened in the message: the '@' must not be cut off the token
+        "https://deploy:s3cretpassw0rd" + "x" * 100 + "@host.example",
+        # malformed userinfo ('/', '?' or '#' in the token) is hidden too
+        "https://deploy:s3cretpass/w0rd@host.example/repo",
+        "https://deploy:s3cretpass?w0rd@host.example/repo",
+        "https://deploy:s3cretpass#w0rd@host.example/repo",
+        "https://deploy:s3cretpassw0rd%0a@host.example/repo",
+        "ssh://git:s3cretpassw0rd@host.example/repo",
+    ],
+)
+def test_error_messages_hide_url_credentials(given: str) -> None:
     with pytest.raises(InvalidRepository) as info:
-        validate_repository("https://user:s3cretpassw0rd@host.example")
-    assert "s3cretpassw0rd" not in info.value.message
+        validate_repository(given)
+    assert "s3cretpass" not in info.value.message
+    assert "***@" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("ssh://git:pw@host.example/repo", "password in a ssh:// URL"),
+        ("git://user:pw@host.example/repo", "password in a git:// URL"),
+        ("https://deploy:tok%0aen@host.example/repo", "control characters"),
+        ("https://deploy%00:token@host.example/repo", "control characters"),
+    ],
+)
+def test_passwords_only_in_http_urls_and_printable(given: str, why: str) -> None:
+    with pytest.raises(InvalidRepository, match=why):
+        validate_repository(given)
+
+
+def test_http_credentials_survive_validation_for_the_cache_to_split() -> None:
+    given = "https://deploy:T0ken%2Fx@Host.Example:8443/org/repo.git/"
+    assert validate_repository(given) == "https://deploy:T0ken%2Fx@host.example:8443/org/repo.git"
 
 
 def test_local_paths_must_be_existing_git_repositories(tmp_path: Path) -> None:

@@ -207,13 +207,15 @@ async def test_prune_removes_every_worktree_not_kept(
     assert await prune_worktrees(tmp_path / "no-cache-yet", keep=set()) == []
 
 
-async def test_metadata_paths_cover_hooks_config_and_worktree_admin(
+async def test_metadata_paths_are_the_worktree_admin_files_and_nothing_of_the_cache(
     cache: Path, tmp_path: Path
 ) -> None:
     wt = await create_worktree(cache, tmp_path / "wt", branch="mosaic/worker/M", base="main")
     paths = git_metadata_paths(wt)
-    assert cache / "hooks" in paths and cache / "config" in paths
     assert wt.path / ".git" in paths
+    # the cache's config (origin's URL), hooks and info are never bound into a sandbox
+    for never in ("config", "hooks", "info", "objects"):
+        assert not any(p == cache / never or (cache / never) in p.parents for p in paths)
     assert wt.admin is not None and wt.admin / "gitdir" in paths
     assert all(p.exists() for p in paths)
     fresh = Worktree(wt.path, wt.branch, wt.base, wt.base_sha, wt.cache)
