@@ -344,7 +344,12 @@ async def _make_claude(
             await lifecycle.update(agent_id, add)
 
     gateway = ModelGateway(
-        settings.anthropic_base_url, settings.model_api_key, PriceTable.load(), record_usage
+        settings.anthropic_base_url,
+        settings.model_api_key,
+        PriceTable.load(),
+        record_usage,
+        max_inflight=settings.gateway_max_inflight,
+        count_tokens_per_min=settings.gateway_count_tokens_per_min,
     )
     stack.push_async_callback(gateway.close)
     return ClaudeLauncher(settings, gateway), None

@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from core.errors import ConfigError
+from core.weborigin import configured_host, origin_of
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -48,6 +55,12 @@ class Settings(BaseSettings):
     orchestrator_host: str = "127.0.0.1"
     orchestrator_api_key: str | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    orchestrator_allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated origins (``https://host:port``) whose browser requests the API serves,
+    besides its own; any other ``Origin`` is refused with 403."""
+    orchestrator_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated host names the API answers to besides loopback names and its listen
+    address (``*``: any); any other ``Host`` is refused with 403 (DNS rebinding)."""
 
     # Valkey: host/port or URL; none of them set means the embedded server
     valkey_url: str | None = None
@@ -65,6 +78,11 @@ class Settings(BaseSettings):
     agent_max_tokens: int = Field(2_000_000, ge=1)
     agent_max_wall_s: float = Field(3600, gt=0)
     agent_stuck_s: float = Field(900, gt=0)
+    gateway_max_inflight: int = Field(4, ge=1, le=64)
+    """Model requests one agent may have in flight; more wait their turn (16 at most, 300 s at
+    most), then get 429."""
+    gateway_count_tokens_per_min: int = Field(60, ge=1)
+    """``count_tokens`` requests one agent may make a minute (bursts of a sixth of it)."""
 
     # Gates and finish
     coordinator_url: str | None = None
@@ -122,6 +140,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a URL like http://host:port")
         return value.rstrip("/")
 
+    @field_validator("orchestrator_allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> tuple[str, ...]:
+        return _listed(value, origin_of, "an origin like https://host:port")
+
+    @field_validator("orchestrator_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> tuple[str, ...]:
+        return _listed(value, configured_host, "a host name or address (or *)")
+
     @model_validator(mode="after")
     def _sandbox_switch(self) -> Settings:
         if not self.sandbox_enabled:
@@ -155,6 +183,20 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = Path(os.environ.get("MOSAIC_CONFIG_FILE") or CONFIG_DIR / "settings.toml")
         return (init_settings, env_settings, _TomlDefaults(settings_cls, path))
+
+
+def _listed(value: Any, normal: Callable[[str], str | None], what: str) -> tuple[str, ...]:
+    """A comma-separated string (or a list) of entries, each brought to ``normal`` form."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    result: list[str] = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        normalized = normal(item)
+        if normalized is None:
+            raise ValueError(f"{item!r} is not {what}")
+        result.append(normalized)
+    return tuple(result)
 
 
 def load_settings(**overrides: Any) -> Settings:

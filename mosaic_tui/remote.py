@@ -46,12 +46,19 @@ BY_STATUS: dict[int, type[OrchestratorError]] = {
     404: NotFound,
     409: Conflict,
     413: ValidationFailed,
+    415: ValidationFailed,
     503: NotReady,
 }
 
 
 class Unauthorized(OrchestratorError):
     code = "unauthorized"
+
+
+class Forbidden(OrchestratorError):
+    """The server refused this client's Host or Origin (its message names the setting)."""
+
+    code = "forbidden"
 
 
 def _time(value: str | None) -> datetime | None:
@@ -119,7 +126,7 @@ class RemoteEngine:
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
-            headers = {"X-Mosaic-User": "dashboard"}
+            headers: dict[str, str] = {}  # the server names the principal itself (audit records)
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
             self._http = aiohttp.ClientSession(headers=headers)
@@ -151,6 +158,8 @@ class RemoteEngine:
         message = str(err.get("message") or f"HTTP {status}")
         if status == 401:
             return Unauthorized(message, details=err.get("details"))
+        if status == 403:
+            return Forbidden(message, details=err.get("details"))
         cls = ERRORS.get(code) or BY_STATUS.get(status, OrchestratorError)
         return cls(message, details=err.get("details"))
 

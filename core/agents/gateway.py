@@ -4,9 +4,15 @@ The orchestrator listens on one Unix socket per agent (``<socket_dir>/model.sock
 directory the spawner binds into the sandbox). A request must carry the agent's random token (the
 runtime sends it as its "API key", i.e. ``Authorization: Bearer <token>``); the gateway swaps it for
 the real key, forwards ``POST /v1/messages`` (streaming SSE passed through chunk by chunk, or JSON)
-and ``POST /v1/messages/count_tokens`` to the upstream, and refuses everything else. It enforces the
-agent's token budget, records usage and cost, and reports each response's usage to ``on_usage``.
-The key never enters a sandbox and never appears in logs or errors.
+and ``POST /v1/messages/count_tokens`` to the upstream, and refuses everything else. It records
+usage and cost, and reports each response's usage to ``on_usage``. The key never enters a sandbox
+and never appears in logs or errors.
+
+Budgets hold against an agent that calls the gateway directly, in parallel (``admission.py``): each
+request reserves its input tokens plus its ``max_tokens`` before it is forwarded (``max_tokens`` is
+lowered to what is left, a request with no room left is refused with 402 ``billing_error``), and
+the reservation is settled with the real usage; at most ``max_inflight`` requests of an agent are in
+flight (more wait in a bounded queue, then 429); ``count_tokens`` is rate-limited and counted.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +34,18 @@ import aiohttp
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import Response, StreamResponse
 
+from core.agents.admission import (
+    FRAME_TOKENS,
+    RateLimit,
+    Refused,
+    Reservation,
+    Slots,
+    TokenBudget,
+    budget_refusal,
+    cap_max_tokens,
+    count_request,
+    input_bound,
+)
 from core.agents.errors import GatewayError
 from core.agents.httpserve import RunningServer, error_response, serve_unix
 from core.agents.prices import PriceTable
@@ -39,6 +58,7 @@ DEFAULT_UPSTREAM = "https://api.anthropic.com"
 SOCKET_NAME = "model.sock"
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_UNIX_PATH = 107
+COUNT_TIMEOUT_S = 30.0
 ALLOWED_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 FORWARD_REQUEST_HEADERS = (
     "content-type",
@@ -56,6 +76,7 @@ FORWARD_RESPONSE_HEADERS = (
 )
 
 OnUsage = Callable[[str, Usage], Awaitable[None]]
+Outcome = Literal["aborted", "answered", "unreachable"]
 
 
 def model_config_problem(api_key: str | None, base_url: str | None) -> str | None:
@@ -83,6 +104,14 @@ class AgentEndpoint:
     token: str = field(repr=False)
     token_budget: int | None
     usage: Usage = field(default_factory=Usage)
+    count_calls: int = 0
+    """``count_tokens`` requests forwarded (they are not model usage)."""
+    slots: Slots = field(default_factory=lambda: Slots(4, max_waiting=16, wait_s=300.0), repr=False)
+    counts: RateLimit = field(default_factory=lambda: RateLimit(60, 10), repr=False)
+    budget: TokenBudget = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.budget = TokenBudget(self.token_budget)
 
     @property
     def tokens_used(self) -> int:
@@ -98,6 +127,10 @@ class ModelGateway:
         on_usage: OnUsage,
         *,
         auth_header: Literal["bearer", "x-api-key"] = "bearer",
+        max_inflight: int = 4,
+        max_waiting: int = 16,
+        wait_s: float = 300.0,
+        count_tokens_per_min: int = 60,
     ) -> None:
         configured = upstream or os.environ.get("ANTHROPIC_BASE_URL") or None
         problem = model_config_problem(api_key, configured)
@@ -108,6 +141,10 @@ class ModelGateway:
         self._auth_header = auth_header
         self.prices = prices
         self.on_usage = on_usage
+        self.max_inflight = max_inflight
+        self.max_waiting = max_waiting
+        self.wait_s = wait_s
+        self.count_tokens_per_min = count_tokens_per_min
         self._session: aiohttp.ClientSession | None = None
         self._endpoints: dict[str, AgentEndpoint] = {}
 
@@ -149,7 +186,14 @@ class ModelGateway:
             raise GatewayError(
                 f"gateway socket {path} already exists (it belongs to another agent)"
             )
-        endpoint = AgentEndpoint(agent_id, path, secrets.token_urlsafe(32), token_budget)
+        endpoint = AgentEndpoint(
+            agent_id,
+            path,
+            secrets.token_urlsafe(32),
+            token_budget,
+            slots=Slots(self.max_inflight, max_waiting=self.max_waiting, wait_s=self.wait_s),
+            counts=RateLimit(self.count_tokens_per_min, max(1, self.count_tokens_per_min // 6)),
+        )
         running: RunningServer | None = None
         self._endpoints[agent_id] = endpoint
         try:
@@ -207,28 +251,88 @@ class ModelGateway:
             return error_response(
                 405, "invalid_request_error", f"method {request.method} not allowed"
             )
+        try:
+            return await self._admit(endpoint, request)
+        except Refused as exc:
+            response = error_response(
+                exc.status, exc.kind, exc.message, retry=exc.retry_after is not None
+            )
+            if exc.retry_after is not None:
+                response.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+            return response
+
+    async def _admit(self, endpoint: AgentEndpoint, request: BaseRequest) -> StreamResponse:
+        """Budget, count_tokens rate and in-flight checks, then the upstream exchange."""
         counting = request.path.endswith("/count_tokens")
-        if (
-            not counting
-            and endpoint.token_budget is not None
-            and endpoint.tokens_used >= endpoint.token_budget
-        ):
-            return error_response(
-                402,
-                "billing_error",
-                f"token budget exhausted for agent {endpoint.agent_id}: "
-                f"used {endpoint.tokens_used} of {endpoint.token_budget} tokens",
+        if endpoint.budget.exhausted:
+            raise budget_refusal(endpoint.agent_id, endpoint.budget)
+        if counting and (wait := endpoint.counts.take()):
+            raise Refused(
+                429,
+                "rate_limit_error",
+                f"count_tokens is limited to {self.count_tokens_per_min} a minute for each agent",
+                retry_after=wait,
             )
-        body = await request.content.read(MAX_BODY_BYTES + 1)
-        if len(body) > MAX_BODY_BYTES:
-            return error_response(
-                413, "request_too_large", f"request body over {MAX_BODY_BYTES} bytes"
+        async with endpoint.slots.hold(endpoint.agent_id):
+            body = await request.content.read(MAX_BODY_BYTES + 1)
+            if len(body) > MAX_BODY_BYTES:
+                raise Refused(413, "request_too_large", f"request body over {MAX_BODY_BYTES} bytes")
+            parsed = _json_object(body)
+            if parsed is None:
+                raise Refused(400, "invalid_request_error", "request body must be a JSON object")
+            if counting:
+                endpoint.count_calls += 1
+                return await self._exchange(endpoint, request, body, parsed, None)
+            reservation, body = await self._reserve(endpoint, request, parsed, body)
+            return await self._exchange(endpoint, request, body, parsed, reservation)
+
+    async def _reserve(
+        self, endpoint: AgentEndpoint, request: BaseRequest, parsed: dict[str, Any], body: bytes
+    ) -> tuple[Reservation, bytes]:
+        """Reserve the request's input plus its ``max_tokens`` (capped to what is left)."""
+        budget = endpoint.budget
+        if budget.limit is None:
+            return Reservation(0, 0), body
+        max_tokens = parsed.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise Refused(400, "invalid_request_error", "max_tokens must be a positive integer")
+        bound = input_bound(parsed, len(body))
+        if bound is not None and budget.fits_now(bound + max_tokens):
+            input_tokens = bound  # plenty of room: the cheap bound will do
+        else:  # near the end of the budget, or content whose size does not bound its tokens
+            counted = await self._count_input(request, parsed)
+            input_tokens = counted if counted is not None else len(body) + FRAME_TOKENS
+        try:
+            reservation = await budget.reserve(input_tokens, max_tokens, wait_s=self.wait_s)
+        except LookupError:
+            raise budget_refusal(
+                endpoint.agent_id,
+                budget,
+                f"this request's ~{input_tokens} input tokens leave no room for an answer",
+            ) from None
+        except TimeoutError:
+            raise Refused(
+                429,
+                "rate_limit_error",
+                f"agent {endpoint.agent_id}'s requests in flight hold the rest of its token "
+                f"budget; waited {self.wait_s:g}s",
+                retry_after=1.0,
+            ) from None
+        if reservation.output_tokens < max_tokens:
+            why = cap_max_tokens(parsed, reservation.output_tokens)
+            if why is not None:
+                budget.settle(reservation, 0)
+                raise budget_refusal(endpoint.agent_id, budget, why)
+            log.info(
+                "gateway: agent %s max_tokens capped from %d to %d by its token budget",
+                endpoint.agent_id,
+                max_tokens,
+                reservation.output_tokens,
             )
-        model = _model_of(body)
-        if model is None:
-            return error_response(
-                400, "invalid_request_error", "request body must be a JSON object"
-            )
+            body = json.dumps(parsed).encode()
+        return reservation, body
+
+    def _upstream_headers(self, request: BaseRequest) -> dict[str, str]:
         headers = {
             k: v for k in FORWARD_REQUEST_HEADERS if (v := request.headers.get(k)) is not None
         }
@@ -238,33 +342,65 @@ class ModelGateway:
                 headers["authorization"] = f"Bearer {self._api_key}"
             else:
                 headers["x-api-key"] = self._api_key
+        return headers
+
+    async def _count_input(self, request: BaseRequest, parsed: dict[str, Any]) -> int | None:
+        """The upstream's count of the request's input tokens; None when it cannot tell."""
+        headers = {**self._upstream_headers(request), "content-type": "application/json"}
+        headers.pop("accept", None)
+        try:
+            async with self._client().post(
+                self.upstream + "/v1/messages/count_tokens",
+                json=count_request(parsed),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=COUNT_TIMEOUT_S),
+            ) as upstream:
+                if upstream.status != 200:
+                    log.info("gateway: count_tokens upstream answered %s", upstream.status)
+                    return None
+                data: Any = await upstream.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.info("gateway: count_tokens upstream failed: %s", type(exc).__name__)
+            return None
+        value = data.get("input_tokens") if isinstance(data, dict) else None
+        return value if isinstance(value, int) and value >= 0 else None
+
+    async def _exchange(
+        self,
+        endpoint: AgentEndpoint,
+        request: BaseRequest,
+        body: bytes,
+        parsed: dict[str, Any],
+        reservation: Reservation | None,
+    ) -> StreamResponse:
+        """Forward to the upstream; a ``reservation`` (messages, not counts) is settled after."""
         url = (
             self.upstream
             + request.path
             + (f"?{request.query_string}" if request.query_string else "")
         )
         meter = UsageMeter()
+        outcome: Outcome = "aborted"
+        response: StreamResponse | None = None
         try:
-            async with self._client().post(url, data=body, headers=headers) as upstream:
+            async with self._client().post(
+                url, data=body, headers=self._upstream_headers(request)
+            ) as upstream:
                 out_headers = _response_headers(upstream)
-                streaming = upstream.content_type == "text/event-stream"
-                if streaming and upstream.status == 200:
+                if upstream.content_type == "text/event-stream" and upstream.status == 200:
                     response = StreamResponse(status=upstream.status, headers=out_headers)
                     await response.prepare(request)
-                    try:
-                        async for chunk in upstream.content.iter_any():
-                            meter.feed(chunk)
-                            await response.write(chunk)
-                        await response.write_eof()
-                    finally:
-                        if not counting:
-                            await self._record(endpoint, model, meter)
+                    async for chunk in upstream.content.iter_any():
+                        meter.feed(chunk)
+                        await response.write(chunk)
+                    outcome = "answered"
+                    await response.write_eof()
                     return response
                 data = await upstream.read()
-                if upstream.status == 200 and not counting:
+                outcome = "answered"
+                if upstream.status == 200:
                     meter.from_message(data)
-                    await self._record(endpoint, model, meter)
-                elif upstream.status != 200:
+                else:
                     log.info(
                         "gateway: upstream answered %s for agent %s",
                         upstream.status,
@@ -272,24 +408,59 @@ class ModelGateway:
                     )
                 return Response(status=upstream.status, body=data, headers=out_headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if not meter.seen:
+                outcome = "unreachable"
             log.warning(
                 "gateway: upstream unreachable for agent %s: %s",
                 endpoint.agent_id,
                 type(exc).__name__,
             )
+            if response is not None:  # the stream has begun: it just ends here
+                return response
             return error_response(
                 502,
                 "api_error",
                 f"the model gateway cannot reach the model upstream ({type(exc).__name__})",
             )
+        finally:
+            if reservation is not None:
+                await self._settle(
+                    endpoint, str(parsed.get("model", "")), meter, reservation, outcome
+                )
 
-    async def _record(self, endpoint: AgentEndpoint, model: str, meter: UsageMeter) -> None:
-        if not meter.seen:
+    async def _settle(
+        self,
+        endpoint: AgentEndpoint,
+        model: str,
+        meter: UsageMeter,
+        reservation: Reservation,
+        outcome: Outcome,
+    ) -> None:
+        """Release the reservation and record the usage.
+
+        A response that gave its final usage counts that. One that gave none (an error answer, an
+        unreachable upstream) counts nothing. One cut off before its final usage (the agent hung
+        up, the stream broke) counts its whole reservation: the upstream may have spent it.
+        """
+        if meter.final:
+            input_tokens, output_tokens = meter.input_tokens, meter.output_tokens
+        elif outcome != "aborted" and not meter.seen:
+            input_tokens = output_tokens = 0
+        else:
+            input_tokens = meter.input_tokens if meter.seen else reservation.input_tokens
+            output_tokens = max(meter.output_tokens, reservation.output_tokens)
+            log.info(
+                "gateway: agent %s's response ended before its usage; counted %d tokens",
+                endpoint.agent_id,
+                input_tokens + output_tokens,
+            )
+        endpoint.budget.settle(reservation, input_tokens + output_tokens)
+        if input_tokens + output_tokens == 0 and not meter.seen:
             return
         delta = Usage(
-            input_tokens=meter.input_tokens,
-            output_tokens=meter.output_tokens,
-            cost_usd=self.prices.cost(model, meter.input_tokens, meter.output_tokens),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=self.prices.cost(model, input_tokens, output_tokens),
             turns=1,
         )
         total = endpoint.usage
@@ -305,14 +476,12 @@ class ModelGateway:
             log.exception("gateway: on_usage failed for agent %s", endpoint.agent_id)
 
 
-def _model_of(body: bytes) -> str | None:
+def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
         parsed: Any = json.loads(body)
     except ValueError:
         return None
-    if not isinstance(parsed, dict):
-        return None
-    return str(parsed.get("model", ""))
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _response_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:

@@ -49,6 +49,22 @@ def _estimate_tokens(data: Any) -> int:
     return max(1, len(json.dumps(data, ensure_ascii=False)) // 4)
 
 
+def _truncate(blocks: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]]:
+    """What fits in ``max_tokens``: whole blocks, then the start of a text block."""
+    kept: list[dict[str, Any]] = []
+    left = max_tokens * 4
+    for block in blocks:
+        size = len(json.dumps(block, ensure_ascii=False))
+        if size <= left:
+            kept.append(block)
+            left -= size
+            continue
+        if block["type"] == "text" and left > 0:
+            kept.append({**block, "text": block["text"][:left]})
+        break
+    return kept
+
+
 def _first_user_text(messages: list[Any]) -> str:
     for message in messages:
         if isinstance(message, dict) and message.get("role") == "user":
@@ -75,6 +91,7 @@ class ScriptedModelServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        honour_max_tokens: bool = False,
     ) -> None:
         self.scripts = scripts if scripts is not None else load_scripts()
         if default not in self.scripts:
@@ -82,6 +99,9 @@ class ScriptedModelServer:
         self.default = default
         self.host = host
         self.port = port
+        self.honour_max_tokens = honour_max_tokens
+        """Stop an answer at the request's ``max_tokens`` as the API does (``stop_reason``
+        ``max_tokens``); off by default, so that scripts play whole whatever the client asks."""
         self.requests: list[RecordedRequest] = []
         self._running: RunningServer | None = None
 
@@ -155,6 +175,11 @@ class ScriptedModelServer:
             if block["type"] == "tool_use":
                 block["id"] = f"toolu_{uuid.uuid4().hex[:24]}"
         stop_reason = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+        output_tokens = _estimate_tokens(blocks)
+        limit = body.get("max_tokens")
+        if self.honour_max_tokens and isinstance(limit, int) and 0 < limit < output_tokens:
+            blocks = _truncate(blocks, limit)
+            stop_reason, output_tokens = "max_tokens", limit
         message = {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
@@ -163,7 +188,7 @@ class ScriptedModelServer:
             "content": blocks,
             "stop_reason": stop_reason,
             "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": _estimate_tokens(blocks)},
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
         }
         if body.get("stream"):
             return await self._stream(request, message)

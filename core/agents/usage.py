@@ -29,7 +29,8 @@ class UsageMeter:
     """Input and output tokens of one response.
 
     ``message_start`` carries the input tokens; ``message_delta`` carries cumulative output tokens
-    (and sometimes updated input tokens), so later values overwrite earlier ones.
+    (and sometimes updated input tokens), so later values overwrite earlier ones. ``final`` tells
+    that the response's last usage was seen (a whole message, or a stream's ``message_delta``).
     """
 
     MAX_PENDING = 4 * 1024 * 1024
@@ -38,6 +39,7 @@ class UsageMeter:
         self.input_tokens = 0
         self.output_tokens = 0
         self.seen = False
+        self.final = False
         self._pending = b""
 
     def from_message(self, body: bytes) -> None:
@@ -46,7 +48,7 @@ class UsageMeter:
         except ValueError:
             return
         if isinstance(message, dict):
-            self._apply(message.get("usage"))
+            self.final = self._apply(message.get("usage"))
 
     def feed(self, chunk: bytes) -> None:
         """Feed raw SSE bytes in any chunking."""
@@ -72,9 +74,10 @@ class UsageMeter:
         if event.get("type") == "message_start" and isinstance(event.get("message"), dict):
             self._apply(event["message"].get("usage"))
         elif event.get("type") == "message_delta":
-            self._apply(event.get("usage"))
+            self.final = self._apply(event.get("usage")) or self.final
 
-    def _apply(self, usage: Any) -> None:
+    def _apply(self, usage: Any) -> bool:
+        """Take the usage's counts; whether it held output tokens."""
         inp = _input_total(usage)
         out = _tokens(usage, "output_tokens")
         if inp is not None:
@@ -83,3 +86,4 @@ class UsageMeter:
         if out is not None:
             self.output_tokens = out
             self.seen = True
+        return out is not None

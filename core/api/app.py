@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiohttp import web
 
-from core.api.auth import auth_middleware
+from core.api.auth import auth_middleware, principal
 from core.api.errors import error_middleware, read_json
+from core.api.guard import HostPolicy, guard_middleware
 from core.api.openapi import openapi_document
 from core.api.sse import KEEPALIVE_S, SSE_KEEPALIVE, stream_events
 from core.api.views import agent_view
@@ -23,14 +24,11 @@ log = logging.getLogger(__name__)
 
 ENGINE: web.AppKey[EngineAPI] = web.AppKey("engine", EngineAPI)
 STARTED: web.AppKey[float] = web.AppKey("started", float)
+AUTH: web.AppKey[bool] = web.AppKey("auth", bool)
 
 
 def _engine(request: web.Request) -> EngineAPI:
     return request.app[ENGINE]
-
-
-def _who(request: web.Request) -> str:
-    return request.headers.get("X-Mosaic-User") or f"api:{request.remote or 'unknown'}"
 
 
 async def health(request: web.Request) -> web.Response:
@@ -77,12 +75,12 @@ async def list_agents(request: web.Request) -> web.Response:
 
 
 async def kill(request: web.Request) -> web.Response:
-    agent = await _engine(request).kill(request.match_info["agent_id"], who=_who(request))
+    agent = await _engine(request).kill(request.match_info["agent_id"], who=principal(request))
     return web.json_response(agent_view(agent))
 
 
 async def kill_all(request: web.Request) -> web.Response:
-    result = await _engine(request).kill_all(who=_who(request))
+    result = await _engine(request).kill_all(who=principal(request))
     return web.json_response(result.model_dump())
 
 
@@ -106,7 +104,7 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return web.json_response(openapi_document(auth=request.app[AUTH]))
 
 
 def create_app(
@@ -115,12 +113,19 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = 1_048_576,
     sse_keepalive_s: float = KEEPALIVE_S,
+    listen_host: str = "127.0.0.1",
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
 ) -> web.Application:
+    """The API; requests pass the cross-site guard, then auth, then reach their handler."""
+    policy = HostPolicy(listen_host, allowed_hosts, allowed_origins)
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(api_key)], client_max_size=max_body_bytes
+        middlewares=[error_middleware, guard_middleware(policy), auth_middleware(api_key)],
+        client_max_size=max_body_bytes,
     )
     app[ENGINE] = engine
     app[STARTED] = time.monotonic()
+    app[AUTH] = bool(api_key)
     app[SSE_KEEPALIVE] = sse_keepalive_s
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
@@ -139,10 +144,24 @@ def create_app(
 
 @contextlib.asynccontextmanager
 async def serve(
-    engine: EngineAPI, *, host: str, port: int, api_key: str | None, max_body_bytes: int
+    engine: EngineAPI,
+    *,
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_body_bytes: int,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
 ) -> AsyncIterator[web.AppRunner]:
     """Run the API server until the block exits. ``runner.addresses`` tells the bound port."""
-    app = create_app(engine, api_key=api_key, max_body_bytes=max_body_bytes)
+    app = create_app(
+        engine,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        listen_host=host,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
+    )
     runner = web.AppRunner(app, shutdown_timeout=2.0, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

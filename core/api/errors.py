@@ -66,15 +66,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason)
+        response = error_response(exc.status, code, exc.reason)
+        if "Allow" in exc.headers:  # a 405 names the methods the route has
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error; see the orchestrator log")
 
 
 async def read_json(request: web.Request) -> Any:
-    if request.content_type not in ("application/json", "", "application/octet-stream"):
-        raise ValidationFailed(f"Content-Type must be application/json, got {request.content_type}")
+    """The JSON body (its media type was checked by the guard: ``core/api/guard.py``)."""
     raw = await request.read()
     if not raw:
         raise ValidationFailed("request body is empty; a JSON object is required")

@@ -19,13 +19,17 @@ def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(*, auth: bool = True) -> dict[str, Any]:
+    """The document; ``auth``: whether ``ORCHESTRATOR_API_KEY`` guards the routes (401)."""
     spawn = SpawnRequest.model_json_schema(
         by_alias=True, ref_template="#/components/schemas/{model}"
     )
     defs = spawn.pop("$defs", {})
     agent_id = [{"name": "agentId", "in": "path", "required": True, "schema": {"type": "string"}}]
-    errors = {str(code): _error() for code in (400, 401, 404, 409, 413, 503)}
+    # 403: a foreign Host or Origin (every route); 415: a body that is not JSON (every POST)
+    guarded = {"403": _error(), **({"401": _error()} if auth else {})}
+    errors = {**guarded, **{str(code): _error() for code in (400, 404, 409, 413, 503)}}
+    posted = {"415": _error()}
     obj = {"type": "object"}
     return {
         "openapi": "3.1.0",
@@ -53,11 +57,11 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}] if auth else [],
         "paths": {
-            "/health": {"get": {"security": [], "responses": {"200": _ok(obj)}}},
+            "/health": {"get": {"security": [], "responses": {"200": _ok(obj), "403": _error()}}},
             "/health/ready": {
-                "get": {"responses": {"200": _ok(obj), "503": _ok(obj, "not ready")}}
+                "get": {"responses": {"200": _ok(obj), "503": _ok(obj, "not ready"), **guarded}}
             },
             "/agents/spawn": {
                 "post": {
@@ -69,7 +73,7 @@ def openapi_document() -> dict[str, Any]:
                             }
                         },
                     },
-                    "responses": {"202": _ok(obj, "accepted"), **errors},
+                    "responses": {"202": _ok(obj, "accepted"), **errors, **posted},
                 }
             },
             "/agents": {
@@ -82,13 +86,17 @@ def openapi_document() -> dict[str, Any]:
                 "get": {"parameters": agent_id, "responses": {"200": _ok(obj), **errors}}
             },
             "/agents/{agentId}/kill": {
-                "post": {"parameters": agent_id, "responses": {"200": _ok(obj), **errors}}
+                "post": {
+                    "parameters": agent_id,
+                    "responses": {"200": _ok(obj), **errors, **posted},
+                }
             },
             "/agents/kill-all": {
                 "post": {
                     "responses": {
                         "200": _ok({"$ref": "#/components/schemas/KillAllResult"}),
                         **errors,
+                        **posted,
                     }
                 }
             },
@@ -98,14 +106,20 @@ def openapi_document() -> dict[str, Any]:
                         "200": {
                             "description": "text/event-stream",
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **guarded,
                     }
                 }
             },
             "/queue/stats": {
-                "get": {"responses": {"200": _ok({"$ref": "#/components/schemas/QueueStats"})}}
+                "get": {
+                    "responses": {
+                        "200": _ok({"$ref": "#/components/schemas/QueueStats"}),
+                        **guarded,
+                    }
+                }
             },
-            "/queue/pause": {"post": {"responses": {"200": _ok(obj)}}},
-            "/queue/resume": {"post": {"responses": {"200": _ok(obj)}}},
+            "/queue/pause": {"post": {"responses": {"200": _ok(obj), **guarded, **posted}}},
+            "/queue/resume": {"post": {"responses": {"200": _ok(obj), **guarded, **posted}}},
         },
     }

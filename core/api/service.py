@@ -25,6 +25,8 @@ async def running_service(
             port=settings.orchestrator_port,
             api_key=settings.orchestrator_api_key,
             max_body_bytes=settings.max_body_bytes,
+            allowed_hosts=settings.orchestrator_allowed_hosts,
+            allowed_origins=settings.orchestrator_allowed_origins,
         ) as runner,
     ):
         yield engine, runner

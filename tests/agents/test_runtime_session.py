@@ -142,13 +142,9 @@ async def test_gateway_token_budget_ends_a_runaway_agent(
     assert run.returncode == EXIT_BUDGET
     assert run.result.budget == "tokens"
     assert "token budget exhausted for agent agent-1" in run.stderr
+    # each call reserved its input plus its max_tokens before it went: the budget holds
     recorded = sum(u.input_tokens + u.output_tokens for _, u in usage_log.calls)
-    assert recorded >= 2500
-    # the last accepted call pushed usage over the budget; nothing was accepted after that
-    before_last = recorded - sum(
-        usage_log.calls[-1][1].model_dump(include={"input_tokens", "output_tokens"}).values()
-    )
-    assert before_last < 2500
+    assert 0 < recorded <= 2500
 
 
 async def test_slow_command_ends_at_the_wall_time_budget(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from core.api.auth import key_id
 from core.errors import Conflict, NotFound, NotReady, ValidationFailed
 from core.models import AgentStatus
 from mosaic_tui.app import MosaicApp
@@ -41,7 +42,8 @@ async def test_attached_dashboard_kills_on_the_server_and_detaching_keeps_agents
                 await pilot.press("q")  # detaches at once: no question, agents stay
                 await until(lambda: not app.is_running, what="detached")
         state = await wait_status(orch.engine, doomed, AgentStatus.KILLED)
-        assert state.error == "killed by dashboard"
+        # the server names who was authenticated, not what the client says it is
+        assert state.error == f"killed by bearer:{key_id('s3cret')}@127.0.0.1"
         await until(lambda: doomed not in orch.engine.spawner.live, what="reaped")
         assert (await orch.engine.status(kept)).status is AgentStatus.RUNNING
         assert kept in orch.engine.spawner.live
