@@ -143,7 +143,7 @@ class ClaudeLauncher:
             agent.agent_id,
             runtime_argv(config_path),
             worktree=worktree,
-            env=base_env(worktree),
+            env=base_env(),
             log_dir=agent_dir,
             ro_binds=tuple(dict.fromkeys((*runtime_ro_binds(), *python_binds(sys.executable)))),
             rw_binds=(io_dir,),

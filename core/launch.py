@@ -107,17 +107,16 @@ class SandboxPolicy:
         )
 
 
-def base_env(worktree: Path) -> dict[str, str]:
+def base_env() -> dict[str, str]:
     """The sandbox environment: an allowlist of the host's, never a secret."""
     env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env["HOME"] = str(worktree)
-    env["TMPDIR"] = "/tmp"
+    env["TMPDIR"] = "/tmp"  # HOME is the sandbox's own (a private home; the worktree without one)
     return env
 
 
 def agent_env(agent: AgentState, request: SpawnRequest, worktree: Path) -> dict[str, str]:
-    env = base_env(worktree)
+    env = base_env()
     env.update(
         {
             "MOSAIC_AGENT_ID": agent.agent_id,

@@ -21,7 +21,8 @@ class SandboxSpec:
 
     ``argv`` runs with ``workdir`` (the agent's worktree) as its current directory; the worktree
     is the only writable host path besides ``rw_binds``. ``env`` is the complete environment of
-    the process (callers build it from an allowlist; backends add nothing secret).
+    the process (callers build it from an allowlist; backends add nothing secret) except that,
+    without a ``HOME`` in it, the backend sets ``HOME`` to the sandbox's own home directory.
     """
 
     agent_id: str

@@ -252,7 +252,8 @@ def container_config(
     body: dict[str, Any] = {
         "Image": image,
         "Cmd": list(spec.argv),
-        "Env": [f"{k}={v}" for k, v in spec.env.items()],
+        "Env": [f"{k}={v}" for k, v in spec.env.items()]
+        + ([f"HOME={SANDBOX_HOME}"] if user is not None and "HOME" not in spec.env else []),
         "WorkingDir": workdir,
         "Labels": labels,
         "NetworkDisabled": not spec.network,

@@ -96,7 +96,7 @@ class NoneSandbox:
             proc = await asyncio.create_subprocess_exec(
                 *spec.argv,
                 cwd=spec.workdir,
-                env=spec.env,
+                env={"HOME": str(spec.workdir), **spec.env},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

@@ -228,6 +228,8 @@ def build_args(
     args.clearenv()
     for name, value in spec.env.items():
         args.setenv(name, value)
+    if home is not None and "HOME" not in spec.env:
+        args.setenv("HOME", _norm(home))
     args.chdir(workdir)
     if seccomp_fd is not None:
         args.seccomp(seccomp_fd)

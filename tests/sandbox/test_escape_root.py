@@ -79,6 +79,7 @@ R["uid"] = os.getuid()
 R["euid"] = os.geteuid()
 R["caps"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Cap")]
 R["pw"] = list(pwd.getpwuid(os.getuid())[:7])
+R["HOME"] = os.environ.get("HOME")
 R["home_mode"] = oct(os.stat({SANDBOX_HOME!r}).st_mode & 0o777)
 t("home_write", write, {SANDBOX_HOME!r} + "/.config")
 t("worktree_write", write, "made-by-agent")
@@ -89,7 +90,7 @@ t("tmp_write", write, "/tmp/x")
     res = results(ws.stdout())
     assert res["uid"] == res["euid"] != 0
     assert set(res["caps"]) == {"0000000000000000"}
-    assert res["pw"][0] == "agent" and res["pw"][5] == SANDBOX_HOME
+    assert res["pw"][0] == "agent" and res["pw"][5] == SANDBOX_HOME == res["HOME"]
     assert res["home_mode"] == "0o700"
     assert res["home_write"] == res["worktree_write"] == res["tmp_write"] == "ok"
     made = ws.worktree / "made-by-agent"
