@@ -36,7 +36,7 @@ async def test_runs_argv_in_the_worktree_with_exactly_its_env_and_split_logs(
     out = json.loads(ws.stdout().strip().splitlines()[-1])
     assert out["cwd"] == str(ws.worktree)
     # bwrap adds PWD for --chdir; nothing else leaks in.
-    assert {k: v for k, v in out["env"].items() if k != "PWD"} == env
+    assert {k: v for k, v in out["env"].items() if k != "PWD"} == {**env, "HOME": "/home/agent"}
     assert ws.stderr().strip() == "noise"
     assert (ws.worktree / "made-inside.txt").read_text() == "ok"
 
