@@ -1,14 +1,22 @@
-"""A gate command executor that runs each command in a fresh sandbox of the agent's policy."""
+"""A gate command executor that runs each command in a fresh sandbox of the agent's policy.
+
+``overlays`` (the base versions of files a gate command runs, ``core/gates/pinning.py``) are bound
+read-only over their worktree paths in that command's sandbox only. The ``none`` backend binds
+nothing, so it refuses them (:class:`~core.gates.models.OverlayUnsupported`): the gate errors
+rather than run the agent's version of the file.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from core.gates import CommandResult
+from core.gates.models import Overlay, OverlayUnsupported
 from core.logcap import cap_logs
 from core.logtail import tail_lines
 from sandbox import Sandbox, SandboxSpec
@@ -32,7 +40,15 @@ class SandboxExecutor:
         """Each command's logs are capped at this many MiB while it runs (the tail is kept)."""
         self._counter = itertools.count(1)
 
-    async def __call__(self, command: str, *, cwd: Path, timeout_s: float) -> CommandResult:
+    async def __call__(
+        self, command: str, *, cwd: Path, timeout_s: float, overlays: Sequence[Overlay] = ()
+    ) -> CommandResult:
+        if overlays and getattr(self.sandbox, "name", "") == "none":
+            files = ", ".join(str(dest.relative_to(cwd)) for _src, dest in overlays)
+            raise OverlayUnsupported(
+                f"the sandbox backend 'none' cannot show the base version of {files} "
+                "(changed by the agent) to the gate; use the bwrap or docker backend"
+            )
         n = next(self._counter)
         log_dir = self.log_root / f"gate-{n}"
         spec = replace(
@@ -41,6 +57,7 @@ class SandboxExecutor:
             argv=["/bin/sh", "-c", command],
             workdir=cwd,
             log_dir=log_dir,
+            overlays=(*self.template.overlays, *overlays),
         )
         started = time.monotonic()
         process = await self.sandbox.start(spec)

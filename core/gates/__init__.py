@@ -14,6 +14,8 @@ from core.gates.models import (
     GateResult,
     GateRunner,
     GateStatus,
+    Overlay,
+    OverlayUnsupported,
     Phase,
 )
 from core.gates.profiles import (
@@ -25,11 +27,13 @@ from core.gates.profiles import (
     validate_gate_names,
 )
 from core.gates.repo_config import RepoGateConfig, load_repo_config, parse_repo_config
+from core.gates.tree import CommitTree, SourceTree, TreeError, WorktreeTree
 
 __all__ = [
     "AiReview",
     "CommandExecutor",
     "CommandResult",
+    "CommitTree",
     "CoordinatorGateRunner",
     "Emit",
     "GateConfigError",
@@ -39,9 +43,14 @@ __all__ = [
     "GateStatus",
     "GatesConfig",
     "LocalGateRunner",
+    "Overlay",
+    "OverlayUnsupported",
     "Phase",
     "RepoGateConfig",
+    "SourceTree",
     "SubprocessExecutor",
+    "TreeError",
+    "WorktreeTree",
     "create_gate_runner",
     "default_config",
     "gates_for",

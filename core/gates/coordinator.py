@@ -6,6 +6,11 @@ coverageThreshold}`` answers ``200 {results: [{name, passed, status?, durationMs
 reason?}]}``. 5xx, connection errors and timeouts are retried with exponential backoff and jitter
 (same ``requestId``); 4xx is not retried. When no usable answer comes, every gate of the phase is
 reported ``error`` with the reason.
+
+The Coordinator decides how to evaluate each gate; the orchestrator still applies the rule of
+SPEC §17 to its answers (``core/gates/required.py``): a gate a worker's profile requires that the
+Coordinator reports ``skipped`` blocks the push unless the base commit's ``.mosaic/gates.toml``
+disables it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from core.gates.profiles import (
 )
 from core.gates.repo_config import RepoGateConfig, load_repo_config
 from core.gates.report import GateReporter, result_of
+from core.gates.required import WORKER, RequiredRule
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +133,7 @@ class CoordinatorGateRunner:
         phase_gates = split_by_phase(gates, phase, cfg)
         if not phase_gates:
             return []
+        rule = await self._rule(ctx, repo, cfg)
         for gate in phase_gates:
             await reporter.started(gate)
         started = time.monotonic()
@@ -154,8 +161,22 @@ class CoordinatorGateRunner:
         else:
             results = self._map(answer, phase_gates, phase, cfg.output_tail_chars)
         for result in results:
+            await rule.apply(result)
             await reporter.finished(result)
         return results
+
+    async def _rule(
+        self, ctx: GateContext, repo: RepoGateConfig | None, cfg: GatesConfig
+    ) -> RequiredRule:
+        """The required-gate rule, with the base configuration (read here for a worker)."""
+        problem: str | None = None
+        if repo is None and ctx.agent_type == WORKER:
+            try:
+                repo = await asyncio.to_thread(load_repo_config, ctx.worktree, ctx.base_sha)
+            except GateConfigError as exc:
+                problem = exc.message
+        profile = resolve_profile(ctx.profile, ctx.agent_type, cfg)
+        return RequiredRule(ctx, repo, profile, config_problem=problem)
 
     async def _evaluate(self, body: dict[str, Any], ctx: GateContext) -> CoordinatorAnswer:
         headers = {"Accept": "application/json"}

@@ -22,15 +22,14 @@ run is skipped with the reason.
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.safeio import MiB, RefusedFile, read_text_capped
+from core.gates.tree import SourceTree, WorktreeTree, is_dir, is_file
+from core.safeio import MiB, RefusedFile
 
 PROBE_TOOLS = ("ruff", "mypy", "pytest", "npm", "make", "python3")
 PROBE_COMMAND = (
@@ -98,26 +97,29 @@ def parse_probe(output: str) -> set[str]:
     return {line[5:].strip() for line in output.splitlines() if line.startswith("tool:")}
 
 
-def scan_project(root: Path) -> ProjectFacts:
-    """Read the build files under ``root`` (blocking: run it in a thread).
+def scan_project(root: Path | SourceTree) -> ProjectFacts:
+    """Read the build files of ``root`` (blocking: run it in a thread).
 
-    The worktree is the agent's: build files are read through :mod:`core.safeio` (no symbolic
-    link followed, regular files only, at most ``BUILD_FILE_MAX`` bytes). A file refused for any
-    of these reasons counts as absent, and the reason is kept in ``problems``.
+    ``root`` is a directory (the agent's worktree: read through :mod:`core.safeio`) or a
+    :class:`~core.gates.tree.SourceTree`, such as the agent's base commit. Build files are read
+    without following a symbolic link, regular files only, at most ``BUILD_FILE_MAX`` bytes; a
+    file refused for any of these reasons counts as absent, and the reason is kept in
+    ``problems``. A tree that cannot be read at all raises :class:`~core.gates.tree.TreeError`.
     """
+    tree: SourceTree = WorktreeTree(root) if isinstance(root, Path) else root
     facts = ProjectFacts()
-    facts.python = any(_is_file(root / n) for n in ("pyproject.toml", "setup.cfg", "setup.py"))
-    text = _read(root, "pyproject.toml", facts)
+    facts.python = any(is_file(tree, n) for n in ("pyproject.toml", "setup.cfg", "setup.py"))
+    text = _read(tree, "pyproject.toml", facts)
     if text is not None:
         try:
             facts.pyproject = tomllib.loads(text)
         except (tomllib.TOMLDecodeError, RecursionError) as exc:
             facts.problems.append(f"pyproject.toml unreadable: {_brief(exc)}")
     tool = facts.pyproject.get("tool", {}) if isinstance(facts.pyproject.get("tool"), dict) else {}
-    cfg_text = _read(root, "setup.cfg", facts)
+    cfg_text = _read(tree, "setup.cfg", facts)
     if "ruff" in tool:
         facts.ruff_config = "pyproject.toml [tool.ruff]"
-    elif _is_file(root / "ruff.toml") or _is_file(root / ".ruff.toml"):
+    elif is_file(tree, "ruff.toml") or is_file(tree, ".ruff.toml"):
         facts.ruff_config = "ruff.toml"
     mypy_tool = tool.get("mypy")
     if isinstance(mypy_tool, dict):
@@ -125,7 +127,7 @@ def scan_project(root: Path) -> ProjectFacts:
         facts.mypy_has_files = bool(mypy_tool.get("files"))
     else:
         for name in ("mypy.ini", ".mypy.ini"):
-            text = _read(root, name, facts)
+            text = _read(tree, name, facts)
             if text is not None:
                 facts.mypy_config = name
                 facts.mypy_has_files = re.search(r"(?m)^\s*files\s*=", text) is not None
@@ -133,13 +135,13 @@ def scan_project(root: Path) -> ProjectFacts:
         if facts.mypy_config is None and cfg_text and re.search(r"(?m)^\[mypy\]", cfg_text):
             facts.mypy_config = "setup.cfg [mypy]"
     if facts.python:
-        facts.python_tests = _has_python_tests(root)
-        facts.integration_dir = _is_dir(root / "tests") and _is_dir(root / "tests" / "integration")
+        facts.python_tests = _has_python_tests(tree)
+        facts.integration_dir = is_dir(tree, "tests") and is_dir(tree, "tests/integration")
         cov = tool.get("coverage", {})
         run = cov.get("run", {}) if isinstance(cov, dict) else {}
         facts.coverage_source_configured = isinstance(run, dict) and bool(run.get("source"))
-        facts.cov_targets = _cov_targets(root)
-    text = _read(root, "package.json", facts)
+        facts.cov_targets = _cov_targets(tree)
+    text = _read(tree, "package.json", facts)
     if text is not None:
         try:
             data = json.loads(text)
@@ -150,7 +152,7 @@ def scan_project(root: Path) -> ProjectFacts:
         except (ValueError, AttributeError, RecursionError) as exc:
             facts.problems.append(f"package.json unreadable: {_brief(exc)}")
             facts.node_scripts = {}
-    makefile = _read(root, "Makefile", facts) or _read(root, "makefile", facts) or ""
+    makefile = _read(tree, "Makefile", facts) or _read(tree, "makefile", facts) or ""
     facts.make_targets = set(re.findall(r"(?m)^([A-Za-z][\w.-]*)\s*:(?!=)", makefile))
     return facts
 
@@ -159,36 +161,28 @@ def _brief(exc: BaseException) -> str:
     return (str(exc) or type(exc).__name__)[:200]
 
 
-def _read(root: Path, name: str, facts: ProjectFacts) -> str | None:
+def _read(tree: SourceTree, name: str, facts: ProjectFacts) -> str | None:
     """The text of build file ``name`` (None if absent; if refused, also the reason)."""
     try:
-        return read_text_capped(name, BUILD_FILE_MAX, root=root)
+        data = tree.read(name, BUILD_FILE_MAX)
     except RefusedFile as exc:
         facts.problems.append(f"{name} ignored: {exc.why}")
+        return None
     except OSError as exc:
         facts.problems.append(f"{name} unreadable: {exc.strerror or exc}")
-    return None
-
-
-def _lstat_mode(path: Path) -> int:
+        return None
+    if data is None:
+        return None
     try:
-        return path.lstat().st_mode
-    except OSError:
-        return 0
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        facts.problems.append(f"{name} ignored: not UTF-8 ({exc.reason} at byte {exc.start})")
+        return None
 
 
-def _is_file(path: Path) -> bool:
-    """A regular file (a symbolic link is not followed)."""
-    return stat.S_ISREG(_lstat_mode(path))
-
-
-def _is_dir(path: Path) -> bool:
-    return stat.S_ISDIR(_lstat_mode(path))
-
-
-def _has_python_tests(root: Path) -> bool:
+def _has_python_tests(tree: SourceTree) -> bool:
     seen = 0
-    for _dirpath, dirnames, filenames in os.walk(root):
+    for _dirpath, dirnames, filenames in tree.walk():
         dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")]
         for name in filenames:
             if name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py")):
@@ -199,25 +193,18 @@ def _has_python_tests(root: Path) -> bool:
     return False
 
 
-def _cov_targets(root: Path) -> list[str]:
-    if _is_dir(root / "src"):
+def _cov_targets(tree: SourceTree) -> list[str]:
+    if is_dir(tree, "src"):
         return ["src"]
     targets = []
-    try:
-        with os.scandir(root) as entries:
-            for seen, entry in enumerate(entries):
-                if seen > _WALK_LIMIT:
-                    break
-                name = entry.name
-                if name.startswith((".", "test")) or name in _SKIP_DIRS:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    if _is_file(Path(entry.path) / "__init__.py"):
-                        targets.append(name)
-                elif name.endswith(".py") and name not in ("setup.py", "conftest.py"):
-                    targets.append(name[:-3])
-    except OSError:
-        return []
+    for name, found in tree.list_dir("").items():
+        if name.startswith((".", "test")) or name in _SKIP_DIRS:
+            continue
+        if found.kind == "dir":
+            if is_file(tree, f"{name}/__init__.py"):
+                targets.append(name)
+        elif name.endswith(".py") and name not in ("setup.py", "conftest.py"):
+            targets.append(name[:-3])
     return sorted(targets)
 
 

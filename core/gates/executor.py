@@ -17,10 +17,10 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from core.gates.models import CommandResult
+from core.gates.models import CommandResult, Overlay, OverlayUnsupported
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,14 @@ class SubprocessExecutor:
         self._env = dict(env) if env is not None else None
         self._max = max_output_bytes
 
-    async def __call__(self, command: str, *, cwd: Path, timeout_s: float) -> CommandResult:
+    async def __call__(
+        self, command: str, *, cwd: Path, timeout_s: float, overlays: Sequence[Overlay] = ()
+    ) -> CommandResult:
+        if overlays:
+            files = ", ".join(str(dest) for _src, dest in overlays)
+            raise OverlayUnsupported(
+                f"no sandbox to show the base version of {files} to the gate command"
+            )
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         transport, proto = await loop.subprocess_exec(

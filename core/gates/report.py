@@ -1,9 +1,11 @@
 """Reporting gate progress as events: ``gate.started``, then ``gate.passed`` or ``gate.failed``.
 
-A skipped gate is reported as ``gate.passed`` with ``status: "skipped"`` and its reason (it does
-not block); an errored gate as ``gate.failed`` with ``status: "error"``. Every finish event
-carries ``{gate, phase, status, duration_s, output_tail, reason}``; ``output_tail`` holds at most
-the configured number of characters (2000 by default).
+A skipped gate is reported as ``gate.passed`` with ``status: "skipped"`` and its reason when it
+does not block, and as ``gate.failed`` with ``status: "skipped"`` when it does (a gate a worker's
+profile requires, ``core/gates/required.py``); an errored gate as ``gate.failed`` with
+``status: "error"``. Every finish event carries ``{gate, phase, status, duration_s, output_tail,
+reason}``, plus ``notes`` when the gate has some (e.g. a file it runs that the agent changed);
+``output_tail`` holds at most the configured number of characters (2000 by default).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class GateReporter:
             "output_tail": result.output_tail,
             "reason": result.reason,
         }
+        if result.notes:
+            data["notes"] = list(result.notes)
         level = logging.WARNING if result.blocking else logging.INFO
         log.log(
             level,
@@ -78,6 +82,7 @@ def result_of(
     reason: str | None = None,
     command: str | None = None,
     tail_chars: int = 2000,
+    notes: list[str] | None = None,
 ) -> GateResult:
     return GateResult(
         name=name,
@@ -87,4 +92,5 @@ def result_of(
         reason=reason,
         phase=phase,
         command=command,
+        notes=list(notes or ()),
     )

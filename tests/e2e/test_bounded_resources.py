@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from tests.e2e.gate_repos import declare_no_tools
 from tests.spine.conftest import OrchestratorFactory
 
 
@@ -22,8 +23,9 @@ async def test_agent_over_its_disk_budget_fails(
 
 
 async def test_agent_within_its_disk_budget_completes(
-    orchestrator_factory: OrchestratorFactory, origin: Path
+    orchestrator_factory: OrchestratorFactory, origin: Path, tmp_path: Path
 ) -> None:
+    declare_no_tools(origin, tmp_path)
     command = "head -c 4M /dev/zero > small.bin; sleep 5; echo stored-4mb"
     async with orchestrator_factory(mosaic_agent_command=command, sandbox_disk_mb=16) as orch:
         agent_id = await orch.spawn("T-disk-ok", origin)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from core.agents import ScriptedModelServer
 from tests.e2e.conftest import FAKE_KEY
+from tests.e2e.gate_repos import declare_no_tools
 from tests.spine.conftest import Orchestrator
 
 
@@ -19,8 +20,9 @@ def _show(origin: Path, ref: str) -> str:
 
 
 async def test_worker_writes_commits_and_pushes(
-    claude: Orchestrator, origin: Path, scripted: ScriptedModelServer
+    claude: Orchestrator, origin: Path, scripted: ScriptedModelServer, tmp_path: Path
 ) -> None:
+    declare_no_tools(origin, tmp_path)
     agent_id = await claude.spawn(
         "T-hello", origin, context={"instructions": "[script:worker-hello]", "workItems": ["US-1"]}
     )

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from core.models import Event
 from sandbox.cgroups import CgroupManager
+from tests.e2e.gate_repos import declare_no_tools
 from tests.git.http_origin import serve_origin
 from tests.spine.conftest import OrchestratorFactory
 
@@ -117,7 +118,9 @@ async def test_token_is_nowhere_in_the_sandbox_and_nowhere_shown(
     cgroup: str,
     redis_client: aioredis.Redis,
     caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
+    declare_no_tools(origin, tmp_path)  # no code to check: gates would block the push
     caplog.set_level(logging.DEBUG)
     token = "tok-" + secrets.token_hex(20)
     events: list[Event] = []

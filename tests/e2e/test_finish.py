@@ -13,6 +13,7 @@ import pytest
 from core.agents.scripts import FAKE_VALUES
 from core.models import Event
 from tests.conftest import git
+from tests.e2e.gate_repos import declare_no_tools
 from tests.spine.conftest import Orchestrator, OrchestratorFactory
 
 
@@ -22,8 +23,9 @@ def _branches(origin: Path) -> list[str]:
 
 
 async def test_leaked_key_blocks_the_push_and_is_never_shown(
-    claude: Orchestrator, origin: Path, caplog: pytest.LogCaptureFixture
+    claude: Orchestrator, origin: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    declare_no_tools(origin, tmp_path)  # no gate to run: only the secret scan can block
     caplog.set_level(logging.DEBUG)
     events: list[Event] = []
 
@@ -56,6 +58,7 @@ async def test_leaked_key_blocks_the_push_and_is_never_shown(
 async def test_conflict_with_the_target_branch_fails_with_the_files(
     orchestrator_factory: OrchestratorFactory, origin: Path, tmp_path: Path
 ) -> None:
+    declare_no_tools(origin, tmp_path)
     # the agent rewrites README.md; meanwhile someone else changes it on main
     command = "echo agent-version > README.md; echo rewrote readme"
     async with orchestrator_factory(mosaic_agent_command=command + "; sleep 1") as orch:
@@ -76,6 +79,7 @@ async def test_conflict_with_the_target_branch_fails_with_the_files(
 async def test_clean_change_is_pushed_and_origin_hooks_never_run(
     orchestrator_factory: OrchestratorFactory, origin: Path, tmp_path: Path
 ) -> None:
+    declare_no_tools(origin, tmp_path)
     marker = tmp_path / "hook-ran"
     for hook in ("pre-receive", "post-receive", "update", "post-checkout", "pre-push"):
         path = origin / "hooks" / hook

@@ -209,9 +209,11 @@ async def test_missing_and_explicit_status_results(
         ]
     }
     url = await serve(FakeCoordinator(raw(payload)))
-    results = await CoordinatorGateRunner(url).run(ctx_for(make_ctx, tmp_path), "post")
+    ctx = ctx_for(make_ctx, tmp_path, agent_type="reviewer")
+    results = await CoordinatorGateRunner(url).run(ctx, "post")
     got = {r.name: r for r in results}
     assert got["tests"].status is GateStatus.SKIPPED and got["tests"].reason == "no tests"
+    assert not got["tests"].blocking
     assert got["coverage"].status is GateStatus.ERROR
     assert got["coverage"].reason == "the coordinator returned no result for this gate"
 
@@ -289,3 +291,29 @@ async def test_custom_profile_sends_the_repository_list_and_threshold(
     assert result.name == "coverage" and result.status is GateStatus.PASSED
     assert fake.requests[0]["gates"] == ["coverage"]
     assert fake.requests[0]["coverageThreshold"] == 70
+
+
+async def test_a_skip_the_coordinator_reports_blocks_a_worker_unless_the_base_disables_it(
+    serve: Any, make_ctx: Any, tmp_path: Path, recorder: Recorder
+) -> None:
+    # SPEC §17 holds whoever evaluates the gates: the orchestrator applies the rule to answers
+    payload = {
+        "results": [
+            {"name": "tests", "passed": True, "status": "skipped", "reason": "no tests"},
+            {"name": "coverage", "passed": True, "status": "skipped", "reason": "no tests"},
+        ]
+    }
+    url = await serve(FakeCoordinator(raw(payload)))
+    repo = make_python_repo(tmp_path / "repo", gates_toml="[gates]\ncoverage = false\n")
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / ".mosaic" / "gates.toml").write_text("[gates]\ntests = false\ncoverage = false\n")
+    ctx = make_ctx(repo, "standard", base_sha=base, commit=base)
+    got = {r.name: r for r in await CoordinatorGateRunner(url).run(ctx, "post")}
+    assert got["tests"].required and got["tests"].blocking  # the agent's edit does not count
+    assert (got["tests"].reason or "").startswith("no tests; the standard profile requires tests")
+    assert not got["coverage"].required and not got["coverage"].blocking  # disabled at the base
+    assert got["coverage"].reason == "no tests"
+    finished = {d["gate"]: e for e, d in recorder.events if e != "gate.started"}
+    assert finished == {"tests": "gate.failed", "coverage": "gate.passed"}
+    reviewer = make_ctx(repo, "standard", base_sha=base, commit=base, agent_type="reviewer")
+    assert not any(r.blocking for r in await CoordinatorGateRunner(url).run(reviewer, "post"))

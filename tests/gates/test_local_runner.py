@@ -229,13 +229,36 @@ async def test_repo_without_build_files_skips_every_gate_with_a_reason(
     tmp_path: Path, make_ctx: Any, recorder: Recorder
 ) -> None:
     (tmp_path / "notes.txt").write_text("nothing to build here\n")
-    results = await run_both(make_ctx(tmp_path, "standard"))
+    results = await run_both(make_ctx(tmp_path, "standard", agent_type="reviewer"))
     assert [r.status for r in results] == [GateStatus.SKIPPED] * 4
     for result in results:
         assert result.reason is not None
         assert result.reason.startswith("nothing to run: no build files found")
         assert f"set [gates] {result.name} in .mosaic/gates.toml" in result.reason
+        assert not result.required and not result.blocking
     assert "gate.failed" not in recorder.types()
+
+
+async def test_a_workers_skipped_gates_block_with_what_to_do(
+    tmp_path: Path, make_ctx: Any, recorder: Recorder
+) -> None:
+    # SPEC §17: a gate the profile requires must run; "nothing to run" is not a pass for a worker
+    (tmp_path / "notes.txt").write_text("nothing to build here\n")
+    results = await run_both(make_ctx(tmp_path, "standard", commit="c" * 40))
+    assert [r.status for r in results] == [GateStatus.SKIPPED] * 4
+    for result in results:
+        assert result.required and result.blocking
+        assert result.reason is not None
+        assert result.reason.startswith("nothing to run: no build files found")
+        assert (
+            f"the standard profile requires {result.name}, so a worker's change is not pushed"
+            in result.reason
+        )
+        assert f"set {result.name} = false in .mosaic/gates.toml on the base branch" in (
+            result.reason
+        )
+    assert recorder.types() == ["gate.started", "gate.failed"] * 4
+    assert {d["status"] for e, d in recorder.events if e == "gate.failed"} == {"skipped"}
 
 
 async def test_hanging_gate_is_killed_at_its_timeout_with_no_process_left(
