@@ -1,15 +1,21 @@
-"""Secret scanner benchmark: throughput against detect-secrets, and precision/recall of both.
+"""Secret scanner benchmark: throughput against detect-secrets, precision/recall of both, and the
+scan of a push (MB/s, peak RSS).
 
-    /work/venv/bin/python bench/bench_scanner.py [--mb 24] [--baseline-mb 4]
+    .venv/bin/python bench/bench_scanner.py [--mb 24] [--baseline-mb 4] [--big-mb 64]
 
-1. Throughput: a synthetic unified diff (code, lockfile integrity hashes, git SHAs, UUIDs, URLs,
-   base64 blobs, a few planted secrets) is scanned by ``core.git.secrets.scan_text`` and by
-   detect-secrets 1.5.0 (``SecretsCollection.scan_file`` with its default plugins) in the same run.
-   detect-secrets is far slower, so it scans the first ``--baseline-mb`` MB of the same file; both
-   figures are MB/s, and the ratio compares rates.
-2. Quality: a labelled corpus (one candidate per line: live-looking secrets of many kinds, and
+1. Quality: a labelled corpus (one candidate per line: live-looking secrets of many kinds, and
    lines built to bait false positives) is scanned line by line by both; a line counts as flagged
    if the scanner reports anything on it. Prints precision, recall and the misses of each.
+2. Throughput: a synthetic unified diff (code, lockfile integrity hashes, git SHAs, UUIDs, URLs,
+   base64 blobs, a few planted secrets) is scanned by ``core.git.secrets.scan_text`` (in memory),
+   by the streaming scanner the push uses (fed 1 MiB chunks) and by detect-secrets 1.5.0
+   (``SecretsCollection.scan_file`` with its default plugins) in the same run. detect-secrets is
+   far slower, so it scans the first ``--baseline-mb`` MB of the same file; both figures are MB/s,
+   and the ratio compares rates.
+3. Push scans (``scan_range``, what the finish stage runs), each in a child process whose peak RSS
+   (``VmHWM``) is read from ``/proc``: the synthetic diff committed as files; then a commit adding
+   binary blobs (random bytes around printable strings and planted secrets, one UTF-16 file) and
+   a ``--big-mb`` MiB text file (read with the size limit raised to let it through).
 
 The corpus is built by this script with deterministic pseudo-random bodies, so figures are
 reproducible; it is our own labelling, not an external benchmark.
@@ -18,8 +24,11 @@ reproducible; it is our own labelling, not an external benchmark.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import string
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.git.secret_rules import ALNUM, B64, LOWER_HEX, UPPER32, URLSAFE, fake
+from core.git.secret_stream import CHUNK, StreamScanner
 from core.git.secrets import scan_text
 
 HEX = LOWER_HEX
@@ -240,6 +250,104 @@ def quality(name: str, flags: list[bool], labels: list[tuple[bool, str]]) -> tup
     return precision, recall
 
 
+# -- push scans in a child process ----------------------------------------------------------------
+
+_CHILD = """
+import asyncio, json, sys, time
+from pathlib import Path
+from core.git.secrets import scan_range
+
+def hwm_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+repo, rev_range, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+before = hwm_kib()
+start = time.perf_counter()
+report = asyncio.run(scan_range(Path(repo), rev_range, max_blob_bytes=limit))
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "bytes": report.bytes, "blobs": report.blobs,
+                  "findings": len(report.findings), "too_large": len(report.too_large),
+                  "hwm_before_kib": before, "hwm_kib": hwm_kib()}))
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b")
+    env.update(GIT_COMMITTER_EMAIL="b@b", GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null")
+    done = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, check=True)
+    return done.stdout.decode()
+
+
+def _commit(repo: Path, files: dict[str, bytes], message: str) -> None:
+    for name, content in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_bytes(content)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", message)
+
+
+def diff_files(diff: str) -> dict[str, bytes]:
+    """The files a synthetic diff adds, with their added lines as content."""
+    files: dict[str, bytes] = {}
+    for block in diff.split("diff --git a/")[1:]:
+        name = block.split(" ", 1)[0]
+        added = [
+            line[1:] for line in block.split("\n") if line.startswith("+") and line[:4] != "+++ "
+        ]
+        files[name] = ("\n".join(added) + "\n").encode()
+    return files
+
+
+def binary_blobs(rng: random.Random, count: int = 16, size: int = 1 << 20) -> dict[str, bytes]:
+    """Random binary blobs with printable strings and, in a few, a planted secret."""
+    pos = [line for _, line in positives(rng)]
+    blobs: dict[str, bytes] = {}
+    for i in range(count):
+        parts = []
+        while sum(map(len, parts)) < size:
+            parts.append(rng.randbytes(rng.randint(200, 4000)))
+            parts.append(b"\0" + f"symbol_{rng.randint(0, 10**6)} resource {i}".encode() + b"\0")
+        if i % 4 == 0:
+            parts.insert(len(parts) // 2, b"\0" + rng.choice(pos).encode() + b"\0")
+        blobs[f"assets/blob_{i}.bin"] = b"".join(parts)[:size]
+    blobs["config/windows.ini"] = f"[auth]\n{rng.choice(pos)}\n".encode("utf-16")
+    return blobs
+
+
+def big_text(target: int, rng: random.Random) -> bytes:
+    """About ``target`` bytes of code-like text with a secret near the end."""
+    block = synthetic_diff(4 << 20, rng).encode()
+    out = bytearray()
+    while len(out) < target:
+        out += block
+    return bytes(out[:target]) + f"\naws_access_key_id = {'AKIA'}{fake(16, UPPER32)}\n".encode()
+
+
+def push_scan(repo: Path, rev_range: str, limit: int) -> dict[str, float]:
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(repo), rev_range, str(limit)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
+def print_push_scan(name: str, r: dict[str, float]) -> None:
+    mb = r["bytes"] / 1024 / 1024
+    peak, growth = r["hwm_kib"] / 1024, (r["hwm_kib"] - r["hwm_before_kib"]) / 1024
+    print(
+        f"  {name:<28} {mb:6.1f} MB in {r['seconds']:6.2f} s = {mb / r['seconds']:6.2f} MB/s; "
+        f"peak RSS {peak:5.1f} MiB (+{growth:.1f} MiB during the scan); "
+        f"{int(r['findings'])} findings"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=24.0, help="size of the synthetic diff")
@@ -249,6 +357,7 @@ def main() -> None:
         default=4.0,
         help="how much of it detect-secrets scans (it is much slower)",
     )
+    parser.add_argument("--big-mb", type=int, default=64, help="size of the big text file (MiB)")
     args = parser.parse_args()
 
     rng = random.Random(20240604)
@@ -275,6 +384,18 @@ def main() -> None:
         f"  mosaic          {size_mb:6.1f} MB in {ours_s:6.2f} s = {ours_rate:7.2f} MB/s "
         f"({len(ours)} findings)"
     )
+    data = text.encode()
+    start = time.perf_counter()
+    stream = StreamScanner("changes.diff")
+    for i in range(0, len(data), CHUNK):
+        stream.feed(data[i : i + CHUNK])
+    streamed = stream.close()
+    stream_s = time.perf_counter() - start
+    stream_rate = size_mb / stream_s
+    print(
+        f"  mosaic stream   {size_mb:6.1f} MB in {stream_s:6.2f} s = {stream_rate:7.2f} MB/s "
+        f"({len(streamed)} findings, 1 MiB chunks)"
+    )
 
     cut = text.encode()[: int(args.baseline_mb * 1024 * 1024)]
     cut = cut[: cut.rfind(b"\n") + 1]
@@ -298,6 +419,31 @@ def main() -> None:
         f"{base_mb / ours_same_s:.2f} MB/s ({len(ours_same)} findings)"
     )
     print(f"  ratio: mosaic is {ours_rate / ds_rate:.1f}x detect-secrets' throughput")
+    print(f"  ratio: mosaic stream is {stream_rate / ds_rate:.1f}x detect-secrets' throughput")
+
+    print("\n== push scans (scan_range in a child process) ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        repo.mkdir()
+        _git(repo, "init", "-q")
+        _commit(repo, {"README.md": b"bench\n"}, "base")
+        _commit(repo, diff_files(text), "the synthetic diff as files")
+        print_push_scan("synthetic diff as files", push_scan(repo, "HEAD~1..HEAD", 10 << 20))
+        blobs = binary_blobs(rng)
+        _commit(repo, blobs, "binary blobs")
+        print_push_scan(f"{len(blobs)} binary blobs", push_scan(repo, "HEAD~1..HEAD", 10 << 20))
+        _commit(repo, {"data/big.txt": big_text(args.big_mb << 20, rng)}, "big text file")
+        print_push_scan(
+            f"a {args.big_mb} MiB text file",
+            push_scan(repo, "HEAD~1..HEAD", (args.big_mb + 1) << 20),
+        )
+        capped = push_scan(repo, "HEAD~1..HEAD", 10 << 20)
+        print(
+            f"  with SCAN_MAX_FILE_MB=10 it is not read: {int(capped['too_large'])} blob too large"
+        )
+        print_push_scan(
+            "all three commits", push_scan(repo, "HEAD~3..HEAD", (args.big_mb + 1) << 20)
+        )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The finish stage of a successful agent session (SPEC §8).
 
-Worker: pre-commit gates -> commit -> post-commit gates -> secret scan of every new commit ->
-conflict check against the target branch -> push. Reviewer and tester: their gates, and the
-reviewer's verdict. Any blocking step raises ``AgentFailure`` naming the step.
+Worker: pre-commit gates -> commit -> post-commit gates -> secret scan of every new commit (blobs,
+paths, messages) and of the agent's summary -> conflict check against the target branch -> push.
+Reviewer and tester: their gates, and the reviewer's verdict. Any blocking step raises
+``AgentFailure`` naming the step. Every text this stage shows (events, gate output, the commit
+message made from the summary) passes through the secret masker first.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from core import git as gitops
 from core.errors import AgentFailure, OrchestratorError
 from core.gate_exec import SandboxExecutor
 from core.gates import GateContext, GateResult, GateRunner
+from core.git.secrets import ScanReport, mask_data, mask_text, scan_range
 from core.launch import LaunchOutcome
 from core.models import AgentResult, AgentState, AgentType, Event, EventType, SpawnRequest
 from core.paths import StatePaths
@@ -61,7 +64,12 @@ class Finisher:
 
     async def _emit(self, agent: AgentState, type_: EventType | str, data: dict[str, Any]) -> None:
         await self.store.emit(
-            Event(type=EventType(type_), agent_id=agent.agent_id, task_id=agent.task_id, data=data)
+            Event(
+                type=EventType(type_),
+                agent_id=agent.agent_id,
+                task_id=agent.task_id,
+                data=mask_data(data),
+            )
         )
 
     async def finish(self, inp: FinishInput) -> AgentResult:
@@ -76,7 +84,8 @@ class Finisher:
             await self._gates(ctx, "post", result)
             return result
         try:
-            message = (inp.outcome.summary or f"{agent.task_id}: agent changes").strip()
+            summary = mask_text(inp.outcome.summary or "").strip()
+            message = summary or f"{agent.task_id}: agent changes"
             commit = await gitops.commit_all(
                 ws.worktree,
                 message,
@@ -94,7 +103,7 @@ class Finisher:
         await self._emit(agent, EventType.GIT_COMMITTED, {"commit": commit, "branch": ws.branch})
         ctx.commit = commit
         await self._gates(ctx, "post", result)
-        await self._scan(agent, ws, result)
+        await self._scan(agent, ws, result, inp.outcome.summary)
         await self._conflicts(agent, inp.request, ws, result)
         try:
             await gitops.push(ws.worktree)
@@ -136,7 +145,7 @@ class Finisher:
 
     async def _gates(self, ctx: GateContext, phase: str, result: AgentResult) -> None:
         results: list[GateResult] = await self.gates.run(ctx, phase)  # type: ignore[arg-type]
-        result.gates.extend(r.model_dump(mode="json") for r in results)
+        result.gates.extend(mask_data(r.model_dump(mode="json")) for r in results)
         blocking = [r for r in results if r.blocking]
         if blocking:
             first = blocking[0]
@@ -144,32 +153,28 @@ class Finisher:
             detail = tail if isinstance(tail, str) else (tail[0] if tail else "")
             raise AgentFailure(
                 "gates",
-                f"{first.name} {first.status.value}" + (f": {detail[:300]}" if detail else ""),
+                f"{first.name} {first.status.value}"
+                + (f": {mask_text(detail)[:300]}" if detail else ""),
                 details=result,
             )
 
-    async def _scan(self, agent: AgentState, ws: Workspace, result: AgentResult) -> None:
-        findings = await gitops.scan_commits(ws.worktree, f"{ws.worktree.base_sha}..HEAD")
-        result.scan = {
-            "findings": [
-                {
-                    "path": f.path,
-                    "line": f.line,
-                    "rule": f.rule,
-                    "masked": f.masked,
-                    "commit": f.commit,
-                }
-                for f in findings
-            ]
-        }
-        if findings:
-            await self._emit(agent, EventType.SECRET_DETECTED, result.scan)
-            rules = sorted({f.rule for f in findings})
-            raise AgentFailure(
-                "secrets",
-                f"{len(findings)} secret(s) found ({', '.join(rules)}); push blocked",
-                details=result,
+    async def _scan(
+        self, agent: AgentState, ws: Workspace, result: AgentResult, summary: str | None
+    ) -> None:
+        try:
+            report = await scan_range(
+                ws.worktree,
+                f"{ws.worktree.base_sha}..refs/heads/{ws.branch}",  # exactly what push sends
+                max_blob_bytes=self.settings.scan_max_file_mb * 1024 * 1024,
+                texts={"(summary)": summary or ""},
             )
+        except OrchestratorError as exc:  # unreadable: nothing goes out unscanned
+            raise AgentFailure("secrets", mask_text(exc.message), details=result) from exc
+        result.scan = _scan_view(report)
+        if report.clean:
+            return
+        await self._emit(agent, EventType.SECRET_DETECTED, result.scan)
+        raise AgentFailure("secrets", report.reason(), details=result)
 
     async def _conflicts(
         self, agent: AgentState, request: SpawnRequest, ws: Workspace, result: AgentResult
@@ -188,3 +193,19 @@ class Finisher:
                 f"conflicts with {request.context.branch} in {', '.join(files[:10])}",
                 details=result,
             )
+
+
+def _scan_view(report: ScanReport) -> dict[str, Any]:
+    """The scan as shown in the agent's result and the ``secret.detected`` event (all masked)."""
+    view: dict[str, Any] = {
+        "findings": [
+            {"path": f.path, "line": f.line, "rule": f.rule, "masked": f.masked, "commit": f.commit}
+            for f in report.findings
+        ]
+    }
+    if report.too_large:
+        view["tooLarge"] = [
+            {"path": b.path, "size": b.size, "limitBytes": b.limit, "commit": b.commit}
+            for b in report.too_large
+        ]
+    return view

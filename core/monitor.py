@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.diskusage import DiskBudget
+from core.git.secrets import mask_text
 from core.lifecycle import Lifecycle
 from core.logcap import cap_logs
 from core.logtail import last_line
@@ -47,7 +48,8 @@ class Monitor:
         self.disk = disk
 
     def _last_output(self) -> str | None:
-        return last_line(self.agent_dir / "stdout.log") or last_line(self.agent_dir / "stderr.log")
+        line = last_line(self.agent_dir / "stdout.log") or last_line(self.agent_dir / "stderr.log")
+        return mask_text(line) if line else line  # shown in the status: never a secret in clear
 
     def _files(self, pid: int | None) -> tuple[str | None, int]:
         """Blocking, once a tick: cap the logs; the last output line and the sandbox's /tmp."""

@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     mosaic_state_dir: Path = Field(default_factory=default_state_dir)
     git_author_name: str = "Mosaic Orchestrator"
     git_author_email: str = "orchestrator@mosaic.local"
+    scan_max_file_mb: int = Field(10, ge=1)
+    """Largest blob the secret scan reads; a bigger added or changed blob blocks the push."""
     instance_name: str | None = None
 
     @field_validator("coordinator_url", "anthropic_base_url", "valkey_url")

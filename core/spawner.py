@@ -20,6 +20,7 @@ from typing import Any
 from core.diskusage import DiskBudget
 from core.errors import AgentFailure, IllegalTransition, NotFound, OrchestratorError
 from core.finish import Finisher, FinishInput
+from core.git.secrets import mask_text
 from core.launch import AgentLauncher, SandboxPolicy
 from core.lifecycle import Lifecycle
 from core.logtail import last_line, tail_lines
@@ -108,8 +109,8 @@ class Spawner:
                 raise
             except Exception as exc:  # a bug must fail the agent, never leave it "running"
                 log.exception("agent run crashed", extra={"agent_id": agent_id})
-                await self._fail(agent_id, f"internal: {type(exc).__name__}: {exc}")
-                raise GiveUp(f"internal error: {exc}") from exc
+                await self._fail(agent_id, mask_text(f"internal: {type(exc).__name__}: {exc}"))
+                raise GiveUp(mask_text(f"internal error: {exc}")) from exc
             finally:
                 self.live.pop(agent_id, None)
                 run.done.set()
@@ -270,6 +271,8 @@ class Spawner:
                 error = exc.message
                 result = exc.details if isinstance(exc.details, AgentResult) else result
         status = AgentStatus.FAILED if error else AgentStatus.COMPLETED
+        error = mask_text(error) if error else None  # agent output and gate tails reach it
+        headline = _headline(outcome.summary)
         if result.pushed:
             workspace.pushed = True
         await workspace.launch.collect()
@@ -278,9 +281,9 @@ class Spawner:
                 agent.agent_id,
                 status,
                 error=error,
-                summary=_headline(outcome.summary),
+                summary=headline,
                 result=result,
-                data={"exitCode": exit_code, "summary": _headline(outcome.summary)},
+                data={"exitCode": exit_code, "summary": headline},
             )
         except IllegalTransition:
             return {"status": "killed"}
@@ -292,6 +295,7 @@ class Spawner:
         self, agent: AgentState, stage: str, message: str, attempt: int, max_attempts: int
     ) -> dict[str, Any]:
         error = f"{stage}: {message}" if not message.startswith(f"{stage}:") else message
+        error = mask_text(error)
         log.warning(
             "attempt %d/%d failed: %s",
             attempt,
@@ -329,8 +333,8 @@ def _started(process: SandboxProcess, workspace: Workspace) -> dict[str, Any]:
 
 
 def _headline(text: str | None) -> str | None:
-    """The summary line: the first non-empty line of the agent's final text."""
-    for line in (text or "").splitlines():
+    """The summary line: the first non-empty line of the agent's final text, secrets masked."""
+    for line in mask_text(text or "").splitlines():
         if line.strip():
             return line.strip()[:500]
     return None

@@ -121,6 +121,9 @@ def _prefixed(
     )
 
 
+_GITHUB_KEYWORDS = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")
+
+
 def _github(kind: str, letter: str) -> Rule:
     pre = "gh" + letter + "_"
     return _prefixed(
@@ -128,7 +131,7 @@ def _github(kind: str, letter: str) -> Rule:
         f"GitHub {kind.replace('-', ' ')} ({pre})",
         pre,
         "[A-Za-z0-9]{36}",
-        (pre,),
+        _GITHUB_KEYWORDS,  # one search for the five kinds: they share their candidate lines
         (f'token = "{pre}{fake(36, seed=kind)}"', f"GH_TOKEN={pre}{fake(36, seed=kind + '2')}"),
         (f"{pre}{'x' * 36}", f"{pre}{fake(20, seed=kind)}", f"my{pre}{fake(36, seed=kind)}zz"),
     )
