@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from core.agents import ScriptedModelServer
+from sandbox.cgroups import CgroupManager
 from tests.spine.conftest import Orchestrator, make_settings, orchestrator_factory, running
 
 __all__ = ["orchestrator_factory"]
@@ -51,3 +52,13 @@ async def claude(
 ) -> AsyncIterator[Orchestrator]:
     async with claude_factory() as orch:
         yield orch
+
+
+@pytest.fixture
+def cgroup() -> Iterator[str]:
+    """The test's own top cgroup parent, removed (with anything left in it) at the end."""
+    top = f"mosaic-test-{uuid.uuid4().hex[:8]}"
+    try:
+        yield top
+    finally:
+        CgroupManager(top).remove_parent()

@@ -14,15 +14,12 @@ import logging
 import os
 import re
 import secrets
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from core.models import Event
-from sandbox.cgroups import CgroupManager
 from tests.e2e.gate_repos import declare_no_tools
 from tests.git.http_origin import serve_origin
 from tests.spine.conftest import OrchestratorFactory
@@ -66,15 +63,6 @@ while read -r hit; do found "$hit"; done < /tmp/.probe/hits
 echo probe > probe.txt
 echo probe-finished
 """
-
-
-@pytest.fixture
-def cgroup() -> Iterator[str]:
-    top = f"mosaic-test-{uuid.uuid4().hex[:8]}"
-    try:
-        yield top
-    finally:
-        CgroupManager(top).remove_parent()
 
 
 def files_holding(root: Path, needle: bytes) -> list[Path]:

@@ -9,14 +9,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sandbox.cgroups import CgroupManager
 from tests.conftest import git
 from tests.e2e.gate_repos import branches, push_files
 from tests.spine.conftest import Orchestrator, OrchestratorFactory
@@ -32,15 +30,6 @@ tests = "sh ci/test.sh"
 """
 TEST_SH = '#!/bin/sh\ntest "$(cat app.txt)" = good || { echo "app.txt is not good" >&2; exit 1; }\n'
 CHANGED = "ci/test.sh was changed by the agent; the gate ran its base version"
-
-
-@pytest.fixture
-def cgroup() -> Iterator[str]:
-    top = f"mosaic-test-{uuid.uuid4().hex[:8]}"
-    try:
-        yield top
-    finally:
-        CgroupManager(top).remove_parent()
 
 
 @pytest.fixture

@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from core.instance import sandbox_scope
-from sandbox.cgroups import CgroupManager
 from tests.spine.conftest import OrchestratorFactory
-
-
-@pytest.fixture
-def cgroup() -> Iterator[str]:
-    """The test's top cgroup parent, removed (with anything left in it) at the end."""
-    top = f"mosaic-test-{uuid.uuid4().hex[:8]}"
-    try:
-        yield top
-    finally:
-        CgroupManager(top).remove_parent()
 
 
 async def test_memory_hog_is_killed_at_its_limit_and_the_agent_fails(

@@ -141,13 +141,6 @@ R["mounts"] = [l.split()[1] for l in open("/proc/self/mounts") if l.split()[1].s
 
 async def test_no_setuid_or_setgid_file_by_any_route(ws: Workspace, run: Any) -> None:
     body = """
-import ctypes, errno as E
-libc = ctypes.CDLL(None, use_errno=True)
-def sys(nr, *args):
-    r = libc.syscall(nr, *args)
-    if r < 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    return None
 t("open_4755", lambda: os.close(os.open("o1", os.O_CREAT | os.O_WRONLY, 0o4755)))
 t("open_2755", lambda: os.close(os.open("o2", os.O_CREAT | os.O_WRONLY, 0o2755)))
 here = os.open(".", os.O_RDONLY)
@@ -187,12 +180,6 @@ R["modes"] = {n: oct(os.stat(n).st_mode) for n in os.listdir(".") if os.path.exi
 async def test_io_uring_and_new_user_namespaces_are_refused(ws: Workspace, run: Any) -> None:
     body = """
 import ctypes
-libc = ctypes.CDLL(None, use_errno=True)
-def sys(nr, *args):
-    r = libc.syscall(nr, *args)
-    if r < 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    return r
 params = ctypes.create_string_buffer(120)
 t("io_uring_setup", lambda: sys(425, 4, params))
 t("io_uring_enter", lambda: sys(426, 0, 0, 0, 0, None, 0))
