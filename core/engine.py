@@ -124,7 +124,11 @@ class Engine:
                 store=store,
                 lifecycle=lifecycle,
                 sandbox=sandbox,
-                workspaces=WorkspaceManager(paths),
+                workspaces=WorkspaceManager(
+                    paths,
+                    author_name=settings.git_author_name,
+                    author_email=settings.git_author_email,
+                ),
                 launcher=launcher,
                 finisher=finisher,
                 paths=paths,

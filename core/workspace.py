@@ -1,4 +1,9 @@
-"""The workspace stage: the cached clone and a worktree per agent on ``mosaic/{type}/{task}``."""
+"""The workspace stage: the cached clone and a worktree per agent on ``mosaic/{type}/{task}``.
+
+Removing a workspace whose branch was not pushed first keeps its work: whatever the worktree
+holds beyond its base is committed to ``refs/mosaic/kept/<agentId>`` (``core.git.kept``), so a
+failed, killed or retried agent's changes survive; the worktree itself is always removed.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from core.git import (
     remove_worktree,
     repository_credentials,
 )
+from core.git.kept import keep_work, kept_ref
 from core.models import AgentState, SpawnRequest
 from core.paths import StatePaths
 
@@ -36,6 +42,7 @@ def agent_branch(agent: AgentState) -> str:
 class Workspace:
     worktree: Worktree
     readonly_paths: list[Path]
+    agent_id: str = ""
     pushed: bool = False
     launch: Launch | None = field(default=None, repr=False)
     baseline: TreeUsage = field(default_factory=TreeUsage)
@@ -51,9 +58,16 @@ class Workspace:
 
 
 class WorkspaceManager:
-    def __init__(self, paths: StatePaths) -> None:
+    def __init__(
+        self,
+        paths: StatePaths,
+        *,
+        author_name: str = "Mosaic Orchestrator",
+        author_email: str = "orchestrator@mosaic.local",
+    ) -> None:
         self.paths = paths
         self.repos = RepoCache(paths.repos)
+        self.author = (author_name, author_email)
 
     async def prepare(
         self, agent: AgentState, request: SpawnRequest, stack: contextlib.AsyncExitStack
@@ -70,12 +84,30 @@ class WorkspaceManager:
             )
         except OrchestratorError as exc:
             raise AgentFailure("workspace", exc.message, retryable=True) from exc
-        workspace = Workspace(worktree, git_metadata_paths(worktree))
+        workspace = Workspace(worktree, git_metadata_paths(worktree), agent.agent_id)
         stack.push_async_callback(self._cleanup, workspace)
         workspace.baseline = await asyncio.to_thread(tree_usage, worktree.path)
         return workspace
 
     async def _cleanup(self, workspace: Workspace) -> None:
+        if not workspace.pushed and workspace.agent_id:
+            try:
+                sha = await keep_work(
+                    workspace.worktree,
+                    workspace.agent_id,
+                    author_name=self.author[0],
+                    author_email=self.author[1],
+                )
+            except OrchestratorError as exc:  # never lose the cleanup over it
+                log.error("could not keep the agent's work: %s", exc.message)
+            else:
+                if sha is not None:
+                    log.info(
+                        "kept the agent's unpushed work at %s (%s)",
+                        kept_ref(workspace.agent_id),
+                        sha[:12],
+                        extra={"agent_id": workspace.agent_id},
+                    )
         try:
             await remove_worktree(workspace.worktree, delete_branch=not workspace.pushed)
         except OrchestratorError as exc:
