@@ -23,6 +23,7 @@ from core.errors import Conflict, NotFound, NotReady, ValidationFailed
 from core.events import EventBus
 from core.finish import Finisher
 from core.gates import create_gate_runner, validate_gate_names
+from core.gc import collect_garbage
 from core.git import validate_branch, validate_repository
 from core.instance import instance_name, sandbox_scope
 from core.killswitch import Killswitch
@@ -137,7 +138,12 @@ class Engine:
             queue = TaskQueue(settings, endpoint.kwargs)
             stack.push_async_callback(queue.close)
             await reconcile(
-                store=store, lifecycle=lifecycle, sandbox=sandbox, paths=paths, instance=instance
+                store=store,
+                lifecycle=lifecycle,
+                sandbox=sandbox,
+                paths=paths,
+                instance=instance,
+                author=(settings.git_author_name, settings.git_author_email),
             )
             bus = EventBus(store, reader)
             await bus.start()
@@ -164,12 +170,31 @@ class Engine:
             queue.start_worker(spawner.run, name=instance)
             listener = asyncio.create_task(engine._follow_kills(), name="kill-listener")
             stack.push_async_callback(_cancel, listener)
+            collector = asyncio.create_task(engine._collect_garbage(), name="gc")
+            stack.push_async_callback(_cancel, collector)
             if subreaper and enable_subreaper():
                 reaper = asyncio.create_task(OrphanReaper().run(), name="orphan-reaper")
                 stack.push_async_callback(_cancel, reaper)
             stack.push_async_callback(engine._shutdown)
             log.info("engine started (instance %s, Valkey %s)", instance, endpoint.label)
             yield engine
+
+    async def _collect_garbage(self) -> None:
+        """Every ``GC_INTERVAL_S``: expire kept work, remove orphan worktrees and stale clones."""
+        settings = self.settings
+        while True:
+            await asyncio.sleep(settings.gc_interval_s)
+            try:
+                agents = await self.store.list_agents(limit=100_000)
+                live = {a.agent_id for a in agents if not a.status.final} | set(self.spawner.live)
+                await collect_garbage(
+                    self.spawner.paths,
+                    keep_days=settings.mosaic_keep_days,
+                    live=live,
+                    author=(settings.git_author_name, settings.git_author_email),
+                )
+            except Exception:  # the next pass tries again
+                log.exception("gc pass failed")
 
     async def _follow_kills(self) -> None:
         """Stop local agents killed through another instance (kill-all reaches every instance)."""

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from core.errors import IllegalTransition, NotFound
+from core.gc import keep_orphans
 from core.git import prune_worktrees
 from core.lifecycle import Lifecycle
 from core.models import AgentStatus
@@ -28,7 +29,13 @@ log = logging.getLogger(__name__)
 
 
 async def reconcile(
-    *, store: StateStore, lifecycle: Lifecycle, sandbox: Sandbox, paths: StatePaths, instance: str
+    *,
+    store: StateStore,
+    lifecycle: Lifecycle,
+    sandbox: Sandbox,
+    paths: StatePaths,
+    instance: str,
+    author: tuple[str, str] = ("Mosaic Orchestrator", "orchestrator@mosaic.local"),
 ) -> list[str]:
     failed: list[str] = []
     agents = await store.list_agents(limit=100_000)
@@ -44,7 +51,10 @@ async def reconcile(
     live = {a.agent_id for a in agents if a.status.final is False and a.agent_id not in failed}
     reaped = await sandbox.reap_orphans(live)
     keep = {paths.worktree(agent_id) for agent_id in live}
-    removed: list[Path] = await prune_worktrees(paths.repos, keep)
+    # an orphan's work is kept (refs/mosaic/kept/<agentId>) before its worktree goes
+    removed: list[Path] = await prune_worktrees(
+        paths.repos, keep, before_remove=keep_orphans(paths, author)
+    )
     if failed or reaped or removed:
         log.warning(
             "reconciled: %d agent(s) marked failed, %d sandbox(es) and %d worktree(s) removed",

@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     mosaic_state_dir: Path = Field(default_factory=default_state_dir)
     git_author_name: str = "Mosaic Orchestrator"
     git_author_email: str = "orchestrator@mosaic.local"
+    mosaic_keep_days: float = Field(14, gt=0)
+    """How long a failed or killed agent's kept work (refs/mosaic/kept/<agentId>) is kept."""
+    gc_interval_s: float = Field(3600, gt=0)
+    """How often the engine runs a gc pass (kept refs, orphan worktrees, stale clones)."""
     scan_max_file_mb: int = Field(10, ge=1)
     """Largest blob the secret scan reads; a bigger added or changed blob blocks the push."""
     instance_name: str | None = None

@@ -60,6 +60,22 @@ async def run_dashboard(settings: Settings) -> None:
     await run_local_dashboard(settings)
 
 
+def _gc(settings: Settings) -> int:
+    from core.gc import collect_garbage
+    from core.paths import StatePaths
+
+    report = asyncio.run(
+        collect_garbage(
+            StatePaths(settings.mosaic_state_dir),
+            keep_days=settings.mosaic_keep_days,
+            live=None,  # a running engine may own worktrees: its own gc removes orphans
+            author=(settings.git_author_name, settings.git_author_email),
+        )
+    )
+    print(report.summary())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mosaic-orchestrator", description="Supervisor for sandboxed coding agents."
@@ -74,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline demo with the scripted model")
     demo.add_argument("--headless", action="store_true", help="print the flow instead")
     sub.add_parser("scan", help="scan files, stdin or commits for secrets", add_help=False)
+    sub.add_parser(
+        "gc", help="expire kept work and remove stale clones (worktrees are the engine's)"
+    )
     return parser
 
 
@@ -93,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         settings = load_settings(**overrides)
         _setup_logging(args.log_level)
+        if args.command == "gc":
+            return _gc(settings)
         if args.command == "demo":
             from mosaic_tui.demo import run_demo
 

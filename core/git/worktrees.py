@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,10 +200,17 @@ def _cached_repos(cache_root: Path) -> list[Path]:
     )
 
 
-async def prune_worktrees(cache_root: Path, keep: set[Path]) -> list[Path]:
+OrphanHook = Callable[[Path, Path, Path], Awaitable[None]]
+"""Called with (cache, worktree path, its admin dir) before an orphan worktree is removed."""
+
+
+async def prune_worktrees(
+    cache_root: Path, keep: set[Path], *, before_remove: OrphanHook | None = None
+) -> list[Path]:
     """Remove every worktree of every cached repository under ``cache_root`` not in ``keep``.
 
-    Returns the paths removed (including registrations whose directory had already vanished).
+    ``before_remove`` sees each one first (e.g. to keep its work). Returns the paths removed
+    (including registrations whose directory had already vanished).
     """
     keep_real = set(await asyncio.to_thread(_realpaths, list(keep)))
     removed: list[Path] = []
@@ -217,6 +225,12 @@ async def prune_worktrees(cache_root: Path, keep: set[Path]) -> list[Path]:
             for entry, entry_real in zip(entries, real, strict=True):
                 if entry.bare or entry_real in keep_real:
                     continue
+                admin = await asyncio.to_thread(_find_admin, cache, entry.path)
+                if before_remove is not None and admin is not None and entry.path.is_dir():
+                    try:
+                        await before_remove(cache, entry.path, admin)
+                    except Exception as exc:  # never block the pruning on it
+                        log.error("before removing %s: %s", entry.path, exc)
                 await _remove(cache, entry.path)
                 removed.append(entry.path)
             await git("worktree", "prune", git_dir=cache)

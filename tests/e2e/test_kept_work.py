@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
-from core.git import RepoCache
+import pytest
+
+from core.gc import collect_garbage
+from core.git import RepoCache, create_worktree
 from core.git.kept import expire_kept, kept_commit
+from core.paths import StatePaths
+from mosaic_tui.cli import main
 from tests.conftest import git
 from tests.e2e.gate_repos import declare_no_tools
 from tests.spine.conftest import Orchestrator, OrchestratorFactory
@@ -93,3 +99,37 @@ async def test_kept_refs_expire(orchestrator_factory: OrchestratorFactory, origi
         assert await expire_kept(cache, 3600) == []  # young: stays
         assert await expire_kept(cache, 3600, now=4_000_000_000) == [agent_id]
         assert await kept_commit(cache, agent_id) is None
+
+
+async def test_gc_keeps_an_orphans_work_then_expires_it_and_the_stale_clone(
+    tmp_path: Path, origin: Path
+) -> None:
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    cache = await RepoCache(paths.repos).ensure(str(origin))
+    orphan = await create_worktree(
+        cache, paths.worktree("agent-orphan"), branch="mosaic/worker/T-orphan", base="main"
+    )
+    (orphan.path / "unsaved.txt").write_text("work of a crashed instance\n")
+    author = ("Mosaic Orchestrator", "orchestrator@mosaic.local")
+
+    report = await collect_garbage(paths, keep_days=14, live=set(), author=author)
+    assert report.removed_worktrees == [orphan.path] and not orphan.path.exists()
+    sha = await kept_commit(cache, "agent-orphan")
+    assert sha is not None
+    assert _kept_files(cache, sha)["unsaved.txt"] == "work of a crashed instance"
+    assert report.removed_clones == []  # it holds kept work
+
+    later = time.time() + 15 * 86_400
+    report = await collect_garbage(paths, keep_days=14, live=set(), author=author, now=later)
+    assert report.expired_kept == ["agent-orphan"]
+    assert report.removed_clones == [cache] and not cache.exists()
+
+
+def test_the_gc_command_runs_on_the_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MOSAIC_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "state" / "repos").mkdir(parents=True)
+    assert main(["gc"]) == 0
+    assert "gc: 0 kept ref(s) expired" in capsys.readouterr().out
