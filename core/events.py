@@ -2,8 +2,12 @@
 
 Subscribers (SSE clients, the dashboard, the spawner's kill listener) get events after a given
 id (replayed from the bounded stream, so a reconnecting client misses nothing the stream still
-holds) and then live ones, in stream order, without duplicates. A subscriber that falls too far
-behind is dropped rather than slowing the others; it can reconnect from its last id.
+holds) and then live ones, in stream order, without duplicates.
+
+The fan-out never waits for a subscriber: the reader hands each event to every subscriber's
+bounded buffer without awaiting anything. A subscriber whose buffer is full stops receiving live
+events, catches up by reading the stream itself from its last id (at its own pace, holding at
+most one page), and rejoins the live fan-out when it has caught up; nobody else notices.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -19,6 +24,8 @@ from core.models import Event
 from core.store import STREAM, StateStore, event_from_entry
 
 log = logging.getLogger(__name__)
+
+REPLAY_PAGE = 1000
 
 
 def id_key(event_id: str) -> tuple[int, int]:
@@ -30,7 +37,160 @@ def id_key(event_id: str) -> tuple[int, int]:
 
 
 class SubscriberLagged(Exception):
-    """The subscriber's buffer overflowed; reconnect from the last id seen."""
+    """A subscription without a stream to catch up from overflowed; reconnect from its last id."""
+
+
+class Subscription(AsyncIterator[Event]):
+    """One subscriber's events: an async iterator, or batches through :meth:`next_batch`.
+
+    Waiting for events can be cancelled or time out without losing one or ending the
+    subscription. Without a bus (``bus=None``) it is a plain bounded buffer fed by
+    :meth:`offer`: it cannot catch up, so an overflow ends it with ``SubscriberLagged``.
+    """
+
+    def __init__(self, bus: EventBus | None, after: str | None, *, buffer: int) -> None:
+        self._bus = bus
+        self._limit = buffer
+        self._buffer: deque[Event] = deque()
+        self._ready: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._lagged = False
+        self._expired = False
+        # the last id handed out (or the starting point): catching up reads the stream after it
+        self._last = after if after else (bus.last_id if bus else "0-0")
+        self._seen = id_key(self._last)
+        self._replaying = bool(after) and bus is not None
+        self._live = True
+        self.overflows = 0
+        if bus is not None:
+            bus._subscribers.add(self)
+            if bus.stopped:
+                self.close()
+
+    @property
+    def last_id(self) -> str:
+        """The id to resume after: the last event handed out, or the starting point."""
+        return self._last
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def offer(self, event: Event) -> None:
+        """Take a live event; never blocks (the bus calls it for every subscriber in turn)."""
+        if self._closed or not self._live:
+            return
+        if len(self._buffer) >= self._limit:
+            self.overflows += 1
+            self._buffer.clear()
+            if self._bus is None:
+                self._lagged = True
+            else:  # read the stream from the last id handed out instead
+                self._live = False
+                self._replaying = True
+                self._bus._subscribers.discard(self)
+        else:
+            self._buffer.append(event)
+        self._wake()
+
+    def close(self) -> None:
+        """End the subscription (from any task): the consumer gets what is buffered, then the
+        end; a waiting one wakes at once."""
+        self._closed = True
+        if self._bus is not None:
+            self._bus._subscribers.discard(self)
+        self._wake()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fresh(self, events: list[Event] | deque[Event]) -> list[Event]:
+        """Events newer than the last one handed out (replayed and live ones overlap)."""
+        fresh: list[Event] = []
+        seen = self._seen
+        for event in events:
+            key = id_key(event.id)
+            if key > seen:
+                seen = key
+                fresh.append(event)
+        if fresh:
+            self._seen = seen
+            self._last = fresh[-1].id
+        return fresh
+
+    async def _replay_page(self) -> list[Event]:
+        assert self._bus is not None
+        page = await self._bus.store.events_after(self._last, REPLAY_PAGE)
+        if len(page) < REPLAY_PAGE:
+            if self._live:
+                self._replaying = False  # live events since going live follow in the buffer
+            elif self._bus.stopped:
+                self.close()
+            elif not self._closed:
+                # caught up: go live, then read once more so that nothing between falls through
+                self._live = True
+                self._bus._subscribers.add(self)
+        return self._fresh(page)
+
+    async def next_batch(self, timeout: float | None = None) -> list[Event] | None:
+        """The next events in order (at least one); ``[]`` after ``timeout`` seconds without
+        any; ``None`` once the subscription is closed (or the bus stopped) and drained."""
+        if self._ready:
+            batch = list(self._ready)
+            self._ready.clear()
+            return batch
+        timer: asyncio.TimerHandle | None = None
+        try:
+            while True:
+                if self._lagged:
+                    raise SubscriberLagged("event subscriber fell behind; reconnect from last id")
+                if self._replaying and not self._closed:
+                    fresh = await self._replay_page()
+                elif self._buffer:
+                    fresh = self._fresh(self._buffer)
+                    self._buffer.clear()
+                elif self._closed:
+                    return None
+                else:
+                    if self._expired:
+                        self._expired = False
+                        return []
+                    loop = asyncio.get_running_loop()
+                    if timeout is not None and timer is None:
+                        timer = loop.call_later(timeout, self.nudge)
+                    self._waiter = loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                    continue
+                if fresh:
+                    return fresh
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def nudge(self) -> None:
+        """Wake the consumer: it gets an empty batch if no event is there (a clock tick)."""
+        self._expired = True
+        self._wake()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if not self._ready:
+            batch = await self.next_batch()
+            if batch is None:
+                raise StopAsyncIteration
+            self._ready.extend(batch)
+        return self._ready.popleft()
 
 
 class EventBus:
@@ -38,23 +198,29 @@ class EventBus:
         self.store = store
         self._reader = reader
         self._buffer = buffer
-        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self._subscribers: set[Subscription] = set()
         self._last_id = "0-0"
         self._task: asyncio.Task[None] | None = None
+        self.stopped = False
 
     async def start(self) -> None:
         self._last_id = await self.store.last_event_id()
         self._task = asyncio.create_task(self._pump(), name="event-bus")
 
     async def stop(self) -> None:
+        self.stopped = True
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for queue in list(self._subscribers):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+        for subscription in list(self._subscribers):
+            subscription.close()
+
+    @property
+    def last_id(self) -> str:
+        """The last stream id fanned out: a new live subscriber gets every event after it."""
+        return self._last_id
 
     @property
     def subscriber_count(self) -> int:
@@ -79,39 +245,10 @@ class EventBus:
                     self._dispatch(event)
 
     def _dispatch(self, event: Event) -> None:
-        for queue in list(self._subscribers):
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._subscribers.discard(queue)
-                queue.get_nowait()
-                queue.put_nowait(None)  # tells the subscriber it lagged
+        """Hand ``event`` to every subscriber; synchronous, so no subscriber can hold it up."""
+        for subscription in tuple(self._subscribers):
+            subscription.offer(event)
 
-    async def subscribe(self, last_event_id: str | None = None) -> AsyncIterator[Event]:
+    def subscribe(self, last_event_id: str | None = None) -> Subscription:
         """Events after ``last_event_id`` (or from now on), then live ones."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(self._buffer)
-        self._subscribers.add(queue)
-        try:
-            seen = (0, 0)
-            if last_event_id:
-                cursor = last_event_id
-                while True:
-                    replay = await self.store.events_after(cursor)
-                    for event in replay:
-                        seen = id_key(event.id)
-                        yield event
-                    if len(replay) < 1000:
-                        break
-                    cursor = replay[-1].id
-            while True:
-                item = await queue.get()
-                if item is None:
-                    if queue in self._subscribers or self._task is None:
-                        return  # bus stopped
-                    raise SubscriberLagged("event subscriber fell behind; reconnect from last id")
-                if id_key(item.id) <= seen:
-                    continue
-                seen = id_key(item.id)
-                yield item
-        finally:
-            self._subscribers.discard(queue)
+        return Subscription(self, last_event_id, buffer=self._buffer)

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     orchestrator_host: str = "127.0.0.1"
     orchestrator_api_key: str | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    sse_max_subscribers: int = Field(100, ge=1)
+    """Concurrent ``GET /agents/events`` streams the API serves; one more gets 503."""
     orchestrator_allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
     """Comma-separated origins (``https://host:port``) whose browser requests the API serves,
     besides its own; any other ``Origin`` is refused with 403."""

@@ -14,7 +14,14 @@ from core.api.auth import auth_middleware, principal
 from core.api.errors import error_middleware, read_json
 from core.api.guard import HostPolicy, guard_middleware
 from core.api.openapi import openapi_document
-from core.api.sse import KEEPALIVE_S, SSE_KEEPALIVE, stream_events
+from core.api.sse import (
+    KEEPALIVE_S,
+    MAX_SUBSCRIBERS,
+    SSE_STREAMS,
+    WRITE_TIMEOUT_S,
+    EventStreams,
+    stream_events,
+)
 from core.api.views import agent_view
 from core.engine_api import EngineAPI
 from core.errors import ValidationFailed
@@ -113,6 +120,8 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = 1_048_576,
     sse_keepalive_s: float = KEEPALIVE_S,
+    sse_max_subscribers: int = MAX_SUBSCRIBERS,
+    sse_write_timeout_s: float = WRITE_TIMEOUT_S,
     listen_host: str = "127.0.0.1",
     allowed_hosts: Iterable[str] = (),
     allowed_origins: Iterable[str] = (),
@@ -126,7 +135,9 @@ def create_app(
     app[ENGINE] = engine
     app[STARTED] = time.monotonic()
     app[AUTH] = bool(api_key)
-    app[SSE_KEEPALIVE] = sse_keepalive_s
+    streams = EventStreams(sse_max_subscribers, sse_keepalive_s, sse_write_timeout_s)
+    app[SSE_STREAMS] = streams
+    app.on_shutdown.append(streams.on_shutdown)
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
     app.router.add_post("/agents/spawn", spawn)
@@ -152,6 +163,7 @@ async def serve(
     max_body_bytes: int,
     allowed_hosts: Iterable[str] = (),
     allowed_origins: Iterable[str] = (),
+    sse_max_subscribers: int = MAX_SUBSCRIBERS,
 ) -> AsyncIterator[web.AppRunner]:
     """Run the API server until the block exits. ``runner.addresses`` tells the bound port."""
     app = create_app(
@@ -161,6 +173,7 @@ async def serve(
         listen_host=host,
         allowed_hosts=allowed_hosts,
         allowed_origins=allowed_origins,
+        sse_max_subscribers=sse_max_subscribers,
     )
     runner = web.AppRunner(app, shutdown_timeout=2.0, handle_signals=False)
     await runner.setup()

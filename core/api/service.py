@@ -27,6 +27,7 @@ async def running_service(
             max_body_bytes=settings.max_body_bytes,
             allowed_hosts=settings.orchestrator_allowed_hosts,
             allowed_origins=settings.orchestrator_allowed_origins,
+            sse_max_subscribers=settings.sse_max_subscribers,
         ) as runner,
     ):
         yield engine, runner
