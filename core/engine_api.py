@@ -2,6 +2,7 @@
 
 ``core.engine.Engine`` implements it in-process; ``mosaic_tui.remote.RemoteEngine`` implements
 it over the REST/SSE API. The API handlers and the dashboard only ever talk to this interface.
+Its answers are the wire models of ``core.models`` (re-exported here for the callers).
 """
 
 from __future__ import annotations
@@ -9,37 +10,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from pydantic import AliasChoices, BaseModel, Field
+from core.models import (
+    AgentState,
+    AgentStatus,
+    Event,
+    KillAllResult,
+    QueueStats,
+    SpawnRequest,
+    SpawnResponse,
+)
 
-from core.models import AgentState, AgentStatus, Event, SpawnRequest
-
-
-class SpawnResponse(BaseModel):
-    agent_id: str = Field(validation_alias=AliasChoices("agentId", "agent_id"))
-    status: AgentStatus
-    existing: bool = False
-
-
-class KillAllResult(BaseModel):
-    message: str
-    total: int
-    killed: int
-    failed: int
-    errors: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class QueueStats(BaseModel):
-    waiting: int = 0
-    prioritized: int = 0
-    delayed: int = 0
-    active: int = 0
-    completed: int = 0
-    failed: int = 0
-    paused: bool = False
-    workers: int = 0
-    concurrency: int = 1
-    max_concurrent_agents: int = 2
-    live_agents: int = 0
+__all__ = ["EngineAPI", "KillAllResult", "QueueStats", "SpawnResponse"]
 
 
 class EngineAPI(Protocol):

@@ -13,11 +13,12 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
+from pydantic import ValidationError
 
 from core.engine_api import KillAllResult, QueueStats, SpawnResponse
 from core.errors import (
@@ -28,12 +29,27 @@ from core.errors import (
     OrchestratorError,
     ValidationFailed,
 )
-from core.models import AgentResult, AgentState, AgentStatus, Event, SpawnRequest, Usage
+from core.git.errors import InvalidBranch, InvalidRepository
+from core.models import (
+    AgentList,
+    AgentState,
+    AgentStatus,
+    AgentView,
+    ErrorBody,
+    Event,
+    Readiness,
+    SpawnRequest,
+)
 
 log = logging.getLogger(__name__)
 
 ERRORS: dict[str, type[OrchestratorError]] = {
     "invalid_request": ValidationFailed,
+    "invalid_repository": InvalidRepository,
+    "invalid_branch": InvalidBranch,
+    # the API answers 404 for a well-formed local path that is no git repository; the engine
+    # in-process raises InvalidRepository for it: the dashboard sees the same in both modes
+    "repository_not_found": InvalidRepository,
     "body_too_large": ValidationFailed,
     "not_found": NotFound,
     "conflict": Conflict,
@@ -59,35 +75,6 @@ class Forbidden(OrchestratorError):
     """The server refused this client's Host or Origin (its message names the setting)."""
 
     code = "forbidden"
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
-def agent_from_view(view: dict[str, Any]) -> AgentState:
-    """The inverse of ``core.api.views.agent_view``."""
-    result = view.get("result")
-    return AgentState(
-        agent_id=view["agentId"],
-        task_id=view["taskId"],
-        agent_type=view["agentType"],
-        gate_profile=view["gateProfile"],
-        status=view["status"],
-        spawned_at=_time(view["spawnedAt"]),
-        started_at=_time(view.get("startedAt")),
-        completed_at=_time(view.get("completedAt")),
-        error=view.get("error"),
-        summary=view.get("summary"),
-        instance=view.get("instance"),
-        worktree=view.get("worktree"),
-        branch=view.get("branch"),
-        usage=Usage.model_validate(view.get("usage") or {}),
-        result=AgentResult.model_validate(result) if result is not None else None,
-        attempts=view.get("attempts", 0),
-        last_output=view.get("lastOutput"),
-        resources=view.get("resources"),
-    )
 
 
 class RemoteEngine:
@@ -151,17 +138,17 @@ class RemoteEngine:
         return data
 
     def _error(self, status: int, data: Any, text: str) -> OrchestratorError:
-        err = data.get("error") if isinstance(data, dict) else None
-        if not isinstance(err, dict):
+        try:
+            err = ErrorBody.model_validate(data).error
+        except ValidationError:
             return OrchestratorError(f"HTTP {status} from {self.url}: {text[:200]}")
-        code = str(err.get("code") or "")
-        message = str(err.get("message") or f"HTTP {status}")
+        message = err.message or f"HTTP {status}"
         if status == 401:
-            return Unauthorized(message, details=err.get("details"))
+            return Unauthorized(message, details=err.details)
         if status == 403:
-            return Forbidden(message, details=err.get("details"))
-        cls = ERRORS.get(code) or BY_STATUS.get(status, OrchestratorError)
-        return cls(message, details=err.get("details"))
+            return Forbidden(message, details=err.details)
+        cls = ERRORS.get(err.code) or BY_STATUS.get(status, OrchestratorError)
+        return cls(message, details=err.details)
 
     # -- EngineAPI -----------------------------------------------------------------------------
     async def spawn(self, request: SpawnRequest) -> SpawnResponse:
@@ -169,15 +156,17 @@ class RemoteEngine:
         return SpawnResponse.model_validate(await self._call("POST", "/agents/spawn", body))
 
     async def status(self, agent_id: str) -> AgentState:
-        return agent_from_view(await self._call("GET", f"/agents/{agent_id}/status"))
+        data = await self._call("GET", f"/agents/{quote(agent_id, safe='')}/status")
+        return AgentView.model_validate(data).state()
 
     async def list_agents(self, status: AgentStatus | None = None) -> list[AgentState]:
         query = f"?status={status.value}" if status is not None else ""
         data = await self._call("GET", f"/agents{query}")
-        return [agent_from_view(view) for view in data["agents"]]
+        return [view.state() for view in AgentList.model_validate(data).agents]
 
     async def kill(self, agent_id: str, *, who: str = "api") -> AgentState:
-        return agent_from_view(await self._call("POST", f"/agents/{agent_id}/kill"))
+        data = await self._call("POST", f"/agents/{quote(agent_id, safe='')}/kill")
+        return AgentView.model_validate(data).state()
 
     async def kill_all(self, *, who: str = "api") -> KillAllResult:
         return KillAllResult.model_validate(await self._call("POST", "/agents/kill-all"))
@@ -196,7 +185,8 @@ class RemoteEngine:
             data = await self._call("GET", "/health/ready")
         except OrchestratorError as exc:
             return False, {"server": {"ok": False, "error": exc.message}}
-        return True, dict(data.get("checks", {}))
+        checks = Readiness.model_validate(data).checks
+        return True, {name: check.model_dump() for name, check in checks.items()}
 
     async def events(self, last_event_id: str | None = None) -> AsyncIterator[Event]:
         """SSE events after ``last_event_id``; reconnects (with ``Last-Event-ID``) until closed."""

@@ -11,10 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from core.api.auth import auth_middleware, principal
-from core.api.errors import error_middleware, read_json
+from core.api.errors import RepositoryNotFound, error_middleware, read_json
 from core.api.guard import HostPolicy, guard_middleware
 from core.api.openapi import openapi_document
 from core.api.sse import (
+    EVENT_ID,
     KEEPALIVE_S,
     MAX_SUBSCRIBERS,
     SSE_STREAMS,
@@ -22,16 +23,28 @@ from core.api.sse import (
     EventStreams,
     stream_events,
 )
-from core.api.views import agent_view
+from core.api.views import answer
 from core.engine_api import EngineAPI
 from core.errors import ValidationFailed
-from core.models import AgentStatus, SpawnRequest
+from core.git.errors import InvalidRepository
+from core.models import (
+    AGENT_ID_PATTERN,
+    AgentList,
+    AgentStatus,
+    AgentView,
+    Health,
+    QueueState,
+    Readiness,
+    SpawnRequest,
+)
 
 log = logging.getLogger(__name__)
 
 ENGINE: web.AppKey[EngineAPI] = web.AppKey("engine", EngineAPI)
 STARTED: web.AppKey[float] = web.AppKey("started", float)
-AUTH: web.AppKey[bool] = web.AppKey("auth", bool)
+DOCUMENT: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
+STATUS_VALUES = tuple(s.value for s in AgentStatus)
+EVENT_QUERY = ("lastEventId", "types", "agentId")
 
 
 def _engine(request: web.Request) -> EngineAPI:
@@ -39,79 +52,81 @@ def _engine(request: web.Request) -> EngineAPI:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response(
-        {"status": "ok", "uptime": round(time.monotonic() - request.app[STARTED], 3)}
-    )
+    return answer(Health(uptime=round(time.monotonic() - request.app[STARTED], 3)))
 
 
 async def ready(request: web.Request) -> web.Response:
     ok, checks = await _engine(request).ready()
-    return web.json_response(
-        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
+    readiness = Readiness.model_validate(
+        {"status": "ready" if ok else "not_ready", "checks": checks}
     )
+    return answer(readiness, status=200 if ok else 503)
 
 
 async def spawn(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise ValidationFailed("request body must be a JSON object")
-    spawn_request = SpawnRequest.model_validate(body)
-    result = await _engine(request).spawn(spawn_request)
-    payload: dict[str, Any] = {"agentId": result.agent_id, "status": result.status.value}
-    if result.existing:
-        payload["existing"] = True
-    return web.json_response(payload, status=202)
+    spawn_request = SpawnRequest.from_wire(await request.read())
+    try:
+        result = await _engine(request).spawn(spawn_request)
+    except InvalidRepository as exc:
+        if spawn_request.context.repository.startswith("/"):  # well formed: it is not there
+            raise RepositoryNotFound(exc.message) from None
+        raise
+    return answer(result, status=202)
 
 
 async def agent_status(request: web.Request) -> web.Response:
-    agent = await _engine(request).status(request.match_info["agent_id"])
-    return web.json_response(agent_view(agent))
+    return answer(AgentView.of(await _engine(request).status(request.match_info["agent_id"])))
 
 
 async def list_agents(request: web.Request) -> web.Response:
-    raw = request.query.get("status")
-    status: AgentStatus | None = None
-    if raw:
-        try:
-            status = AgentStatus(raw)
-        except ValueError:
-            allowed = ", ".join(s.value for s in AgentStatus)
-            raise ValidationFailed(f"status must be one of {allowed}") from None
+    given = request.query.getall("status", [])
+    if len(given) > 1 or (given and given[0] not in STATUS_VALUES):
+        raise ValidationFailed(
+            f"status must be one of {', '.join(STATUS_VALUES)} (once), or absent"
+        )
+    status = AgentStatus(given[0]) if given else None
     agents = await _engine(request).list_agents(status)
-    return web.json_response({"agents": [agent_view(a) for a in agents], "total": len(agents)})
+    return answer(AgentList(agents=[AgentView.of(a) for a in agents], total=len(agents)))
 
 
 async def kill(request: web.Request) -> web.Response:
     agent = await _engine(request).kill(request.match_info["agent_id"], who=principal(request))
-    return web.json_response(agent_view(agent))
+    return answer(AgentView.of(agent))
 
 
 async def kill_all(request: web.Request) -> web.Response:
-    result = await _engine(request).kill_all(who=principal(request))
-    return web.json_response(result.model_dump())
+    return answer(await _engine(request).kill_all(who=principal(request)))
 
 
 async def events(request: web.Request) -> web.StreamResponse:
+    for name in EVENT_QUERY:
+        if len(request.query.getall(name, [])) > 1:
+            raise ValidationFailed(f"{name} may be given once")
+    last = request.query.get("lastEventId", "")
+    if last and not EVENT_ID.fullmatch(last):  # checked even beside a Last-Event-ID header
+        raise ValidationFailed("lastEventId must be an event id like 1712345678901-0")
     return await stream_events(request, _engine(request))
 
 
 async def queue_stats(request: web.Request) -> web.Response:
-    stats = await _engine(request).queue_stats()
-    return web.json_response(stats.model_dump())
+    return answer(await _engine(request).queue_stats())
 
 
 async def pause(request: web.Request) -> web.Response:
     await _engine(request).pause()
-    return web.json_response({"paused": True})
+    return answer(QueueState(paused=True))
 
 
 async def resume(request: web.Request) -> web.Response:
     await _engine(request).resume()
-    return web.json_response({"paused": False})
+    return answer(QueueState(paused=False))
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(auth=request.app[AUTH]))
+    return web.json_response(request.app[DOCUMENT])
 
 
 def create_app(
@@ -134,7 +149,7 @@ def create_app(
     )
     app[ENGINE] = engine
     app[STARTED] = time.monotonic()
-    app[AUTH] = bool(api_key)
+    app[DOCUMENT] = openapi_document(auth=bool(api_key), max_body_bytes=max_body_bytes)
     streams = EventStreams(sse_max_subscribers, sse_keepalive_s, sse_write_timeout_s)
     app[SSE_STREAMS] = streams
     app.on_shutdown.append(streams.on_shutdown)
@@ -144,8 +159,9 @@ def create_app(
     app.router.add_post("/agents/kill-all", kill_all)
     app.router.add_get("/agents/events", events)
     app.router.add_get("/agents", list_agents)
-    app.router.add_get("/agents/{agent_id}/status", agent_status)
-    app.router.add_post("/agents/{agent_id}/kill", kill)
+    agent = "/agents/{agent_id:" + AGENT_ID_PATTERN.strip("^$") + "}"  # else 404, as unknown
+    app.router.add_get(agent + "/status", agent_status)
+    app.router.add_post(agent + "/kill", kill)
     app.router.add_get("/queue/stats", queue_stats)
     app.router.add_post("/queue/pause", pause)
     app.router.add_post("/queue/resume", resume)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis.exceptions
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -18,6 +19,7 @@ from core.errors import (
     OrchestratorError,
     ValidationFailed,
 )
+from core.models import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,15 @@ STATUS: list[tuple[type[OrchestratorError], int]] = [
 ]
 
 
+class RepositoryNotFound(NotFound):
+    """A spawn names a local path, well formed, that is not a git repository (HTTP 404)."""
+
+    code = "repository_not_found"
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
-    body = {"error": {"code": code, "message": message, "details": details}}
-    return web.json_response(body, status=status)
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details))
+    return web.json_response(body.model_dump(mode="json"), status=status)
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
@@ -60,6 +68,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if status == 500:
             log.error("request failed: %s", exc.message)
         return error_response(status, exc.code, exc.message, exc.details)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("Valkey unreachable on %s %s: %s", request.method, request.path, exc)
+        return error_response(503, NotReady.code, f"Valkey is not reachable: {exc}")
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(413, "body_too_large", exc.text or "request body too large")
     except web.HTTPException as exc:
