@@ -197,22 +197,32 @@ class Engine:
                 log.exception("gc pass failed")
 
     async def _follow_kills(self) -> None:
-        """Stop local agents killed through another instance (kill-all reaches every instance)."""
+        """Stop local agents killed through another instance (kill-all reaches every instance),
+        with the grace the killing instance chose (``graceS``: kill-all kills at once)."""
         async for event in self.bus.subscribe():
             if event.type is EventType.AGENT_KILLED and event.agent_id in self.spawner.live:
-                self.spawner.request_kill(event.agent_id)
+                grace = event.data.get("graceS")
+                if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
+                    grace = None
+                self.spawner.request_kill(event.agent_id, grace_s=grace)
 
     async def _shutdown(self) -> None:
-        """Stop taking jobs, kill and reap this instance's live agents, close the worker."""
+        """Stop taking jobs, kill this instance's live agents (TERM, grace, KILL: a shutdown is
+        not an emergency) all at once, and close the worker, which waits until every run has
+        cleaned up. An agent whose state cannot be written (Valkey gone) is stopped anyway."""
         closing = asyncio.create_task(self.queue.close_worker())
         await asyncio.sleep(0)
         live = list(self.spawner.live)
         if live:
             log.info("shutting down: killing %d local agent(s)", len(live))
-        await asyncio.gather(
+        results = await asyncio.gather(
             *(self.killswitch.kill(agent_id, who="shutdown") for agent_id in live),
             return_exceptions=True,
         )
+        for agent_id, result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("shutdown kill: %s", result, extra={"agent_id": agent_id})
+                self.spawner.request_kill(agent_id)
         await closing
 
     # -- EngineAPI -----------------------------------------------------------------------------

@@ -7,11 +7,12 @@ atomic call (``StateStore.commit``); any other transition is refused and logged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from core.errors import IllegalTransition
+from core.errors import IllegalTransition, NotFound
 from core.models import (
     STATUS_EVENT,
     AgentState,
@@ -20,7 +21,7 @@ from core.models import (
     TaskState,
     utcnow,
 )
-from core.store import StateStore, require
+from core.store import StateStore, Write, require
 
 log = logging.getLogger(__name__)
 
@@ -82,48 +83,9 @@ class Lifecycle:
         """Move the agent to ``to``; raise ``IllegalTransition`` if the FSM refuses it."""
         while True:
             cur = await self.store.get_agent(agent_id)
-            if not can_transition(cur.status, to):
-                log.warning(
-                    "refused transition %s -> %s",
-                    cur.status.value,
-                    to.value,
-                    extra={"agent_id": agent_id, "task_id": cur.task_id},
-                )
-                raise IllegalTransition(
-                    f"agent {agent_id} is {cur.status.value}; cannot become {to.value}",
-                    details={"from": cur.status.value, "to": to.value},
-                )
-            now = utcnow()
-            update: dict[str, Any] = {**fields, "status": to, "version": cur.version + 1}
-            if to is AgentStatus.RUNNING:
-                update["started_at"] = now
-            if to.final:
-                update["completed_at"] = now
-            if error is not None:
-                update["error"] = error
-            new = cur.model_copy(update=update)
+            self._check(cur, to)
             task = await self.store.get_task(cur.task_id)
-            if task is not None and task.agent_id == agent_id:
-                task = task.model_copy(
-                    update={
-                        "status": to,
-                        "updated_at": now,
-                        "result": new.result,
-                        "attempts": new.attempts,
-                    }
-                )
-            else:
-                task = None
-            payload: dict[str, Any] = {"status": to.value, **(data or {})}
-            if error is not None:
-                payload["error"] = error
-            event = Event(
-                type=STATUS_EVENT[to],
-                agent_id=agent_id,
-                task_id=cur.task_id,
-                timestamp=now,
-                data=payload,
-            )
+            new, task, event = self._step(cur, task, to, error, data, fields)
             outcome = await self.store.commit(
                 new,
                 expected_version=cur.version,
@@ -132,15 +94,125 @@ class Lifecycle:
                 ttl_s=self.final_ttl_s if to.final else None,
             )
             if outcome.status == "ok":
-                log.info(
-                    "agent %s -> %s",
-                    agent_id,
-                    to.value,
-                    extra={"agent_id": agent_id, "task_id": cur.task_id},
-                )
+                self._log(new)
                 return new
             if outcome.status == "missing":
                 require(outcome, f"agent {agent_id}")
+
+    async def transition_many(
+        self,
+        agents: list[AgentState],
+        to: AgentStatus,
+        *,
+        error: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> list[AgentState | Exception]:
+        """``transition`` of many agents, in order, in two round trips: their tasks are read
+        together and the commits pipelined (each one still atomic with its event).
+
+        ``agents`` are their last known states; one that changed since (its commit meets another
+        version) goes through ``transition``. Each result is the new state or the exception
+        ``transition`` would have raised (``IllegalTransition``, ``NotFound``...).
+        """
+        results: list[AgentState | Exception | None] = [None] * len(agents)
+        writes: list[Write] = []
+        pending: list[int] = []
+        tasks = await self.store.get_tasks([a.task_id for a in agents])
+        for i, (cur, task) in enumerate(zip(agents, tasks, strict=True)):
+            try:
+                self._check(cur, to)
+            except IllegalTransition as exc:
+                results[i] = exc
+                continue
+            new, task, event = self._step(cur, task, to, error, data, {})
+            ttl = self.final_ttl_s if to.final else None
+            writes.append(Write(new, cur.version, task, event, ttl))
+            pending.append(i)
+        outcomes = await self.store.commit_many(writes)
+        again: list[int] = []
+        for i, write, outcome in zip(pending, writes, outcomes, strict=True):
+            if outcome.status == "ok":
+                self._log(write.agent)
+                results[i] = write.agent
+            elif outcome.status == "missing":
+                results[i] = NotFound(f"agent {write.agent.agent_id} not found")
+            else:  # it changed since it was read
+                again.append(i)
+        retried = await asyncio.gather(
+            *(self.transition(agents[i].agent_id, to, error=error, data=data) for i in again),
+            return_exceptions=True,
+        )
+        for i, result in zip(again, retried, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            results[i] = result
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _step(
+        cur: AgentState,
+        task: TaskState | None,
+        to: AgentStatus,
+        error: str | None,
+        data: dict[str, Any] | None,
+        fields: dict[str, Any],
+    ) -> tuple[AgentState, TaskState | None, Event]:
+        """The agent's next state, its task's and the event (the move is legal)."""
+        agent_id = cur.agent_id
+        now = utcnow()
+        update: dict[str, Any] = {**fields, "status": to, "version": cur.version + 1}
+        if to is AgentStatus.RUNNING:
+            update["started_at"] = now
+        if to.final:
+            update["completed_at"] = now
+        if error is not None:
+            update["error"] = error
+        new = cur.model_copy(update=update)
+        if task is not None and task.agent_id == agent_id:
+            task = task.model_copy(
+                update={
+                    "status": to,
+                    "updated_at": now,
+                    "result": new.result,
+                    "attempts": new.attempts,
+                }
+            )
+        else:
+            task = None
+        payload: dict[str, Any] = {"status": to.value, **(data or {})}
+        if error is not None:
+            payload["error"] = error
+        event = Event(
+            type=STATUS_EVENT[to],
+            agent_id=agent_id,
+            task_id=cur.task_id,
+            timestamp=now,
+            data=payload,
+        )
+        return new, task, event
+
+    @staticmethod
+    def _check(cur: AgentState, to: AgentStatus) -> None:
+        if not can_transition(cur.status, to):
+            log.warning(
+                "refused transition %s -> %s",
+                cur.status.value,
+                to.value,
+                extra={"agent_id": cur.agent_id, "task_id": cur.task_id},
+            )
+            raise IllegalTransition(
+                f"agent {cur.agent_id} is {cur.status.value}; cannot become {to.value}",
+                details={"from": cur.status.value, "to": to.value},
+            )
+
+    @staticmethod
+    def _log(new: AgentState) -> None:
+        log.info(
+            "agent %s -> %s",
+            new.agent_id,
+            new.status.value,
+            extra={"agent_id": new.agent_id, "task_id": new.task_id},
+        )
 
     async def update(
         self, agent_id: str, mutate: Callable[[AgentState], dict[str, Any]]

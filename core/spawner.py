@@ -46,6 +46,11 @@ class AgentRun:
     process: SandboxProcess | None = None
     failure: str | None = None
     """Set by the monitor when it ends the agent (budget, stuck): the agent fails with it."""
+    kill_grace_s: float | None = None
+    """The grace of a requested kill (TERM to KILL); None: ``KILL_GRACE_S``."""
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the sandbox is killed and released (cgroup gone), or the run ended without one;
+    the worktree may still be being removed."""
 
 
 class Spawner:
@@ -75,11 +80,21 @@ class Spawner:
         self._slots = asyncio.Semaphore(settings.max_concurrent_agents)
 
     # -- kill ----------------------------------------------------------------------------------
-    def request_kill(self, agent_id: str) -> AgentRun | None:
+    def request_kill(self, agent_id: str, *, grace_s: float | None = None) -> AgentRun | None:
+        """Ask the agent's run to stop: TERM, then KILL after ``grace_s`` (default
+        ``KILL_GRACE_S``; 0 kills at once). A later request may only shorten the grace."""
         run = self.live.get(agent_id)
         if run is not None:
+            if grace_s is not None and (run.kill_grace_s is None or grace_s < run.kill_grace_s):
+                run.kill_grace_s = grace_s
             run.kill_requested.set()
         return run
+
+    def _grace(self, run: AgentRun) -> float:
+        return self.settings.kill_grace_s if run.kill_grace_s is None else run.kill_grace_s
+
+    async def _stop(self, run: AgentRun, process: SandboxProcess) -> None:
+        await process.kill(self._grace(run))
 
     async def wait_stopped(self, agent_id: str, timeout: float) -> bool:
         run = self.live.get(agent_id)
@@ -113,6 +128,7 @@ class Spawner:
                 raise GiveUp(mask_text(f"internal error: {exc}")) from exc
             finally:
                 self.live.pop(agent_id, None)
+                run.stopped.set()
                 run.done.set()
 
     async def _attempt(
@@ -203,8 +219,9 @@ class Spawner:
             agent, request, worktree=workspace.path, agent_dir=agent_dir, policy=policy, stack=stack
         )
         process = await self.sandbox.start(launch.spec)
+        stack.callback(run.stopped.set)  # callbacks run in reverse: once the sandbox is released
         stack.push_async_callback(process.cleanup)
-        stack.push_async_callback(process.kill, self.settings.kill_grace_s)
+        stack.push_async_callback(self._stop, run, process)
         run.process = process
         workspace.launch = launch
         return process
@@ -228,7 +245,7 @@ class Spawner:
         try:
             await asyncio.wait({waiter, killer}, return_when=asyncio.FIRST_COMPLETED)
             if not waiter.done():
-                await process.kill(self.settings.kill_grace_s)
+                await process.kill(self._grace(run))
             return await waiter
         finally:
             for task in (killer, watcher):

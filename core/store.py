@@ -99,6 +99,21 @@ class CommitOutcome:
     value: str  # event id, or the current JSON on conflict/exists
 
 
+@dataclass(frozen=True)
+class Write:
+    """One compare-and-set of :meth:`StateStore.commit_many` (the arguments of ``commit``)."""
+
+    agent: AgentState
+    expected_version: int
+    task: TaskState | None = None
+    event: Event | None = None
+    ttl_s: int | None = None
+
+
+PIPELINE_CHUNK = 500
+"""Commands sent in one round trip by the batch operations."""
+
+
 class StateStore:
     """Typed access to the orchestrator's keys. All values are validated on read and write."""
 
@@ -125,6 +140,11 @@ class StateStore:
         raw = await self.redis.get(task_key(task_id))
         return None if raw is None else TaskState.model_validate_json(raw)
 
+    async def get_tasks(self, task_ids: list[str]) -> list[TaskState | None]:
+        """Several tasks in one round trip, in order (None where missing)."""
+        raws = await self.redis.mget([task_key(t) for t in task_ids]) if task_ids else []
+        return [None if raw is None else TaskState.model_validate_json(raw) for raw in raws]
+
     async def list_agents(self, limit: int = 1000) -> list[AgentState]:
         ids = [_text(i) for i in await self.redis.zrevrange(INDEX, 0, limit - 1)]
         if not ids:
@@ -148,22 +168,48 @@ class StateStore:
         ttl_s: int | None = None,
     ) -> CommitOutcome:
         """Write ``agent`` (and ``task``, and the event) if the stored version still matches."""
-        result = await self._commit(
-            keys=[agent_key(agent.agent_id), task_key(agent.task_id), STREAM, INDEX],
-            args=[
-                "" if expected_version is None else str(expected_version),
-                agent.model_dump_json(),
-                task.model_dump_json(by_alias=True) if task else "",
-                event_payload(event) if event else "",
-                CHANNEL,
-                str(self.stream_maxlen),
-                "" if index_score is None else repr(index_score),
-                "1" if guard_task else "",
-                "" if ttl_s is None else str(ttl_s),
-            ],
+        keys, args = self._commit_call(
+            agent, expected_version, task, event, index_score, guard_task, ttl_s
         )
-        status, value = (_text(x) for x in cast(list[Any], result))
-        return CommitOutcome(status, value)
+        return _outcome(await self._commit(keys=keys, args=args))
+
+    async def commit_many(self, writes: list[Write]) -> list[CommitOutcome]:
+        """Several independent ``commit`` calls pipelined (one round trip per
+        ``PIPELINE_CHUNK``); each stays atomic on its own, none depends on another."""
+        outcomes: list[CommitOutcome] = []
+        for start in range(0, len(writes), PIPELINE_CHUNK):
+            pipe = self.redis.pipeline(transaction=False)
+            for w in writes[start : start + PIPELINE_CHUNK]:
+                keys, args = self._commit_call(
+                    w.agent, w.expected_version, w.task, w.event, None, False, w.ttl_s
+                )
+                await self._commit(keys=keys, args=args, client=pipe)
+            outcomes += [_outcome(r) for r in await pipe.execute()]
+        return outcomes
+
+    def _commit_call(
+        self,
+        agent: AgentState,
+        expected_version: int | None,
+        task: TaskState | None,
+        event: Event | None,
+        index_score: float | None,
+        guard_task: bool,
+        ttl_s: int | None,
+    ) -> tuple[list[str], list[str]]:
+        keys = [agent_key(agent.agent_id), task_key(agent.task_id), STREAM, INDEX]
+        args = [
+            "" if expected_version is None else str(expected_version),
+            agent.model_dump_json(),
+            task.model_dump_json(by_alias=True) if task else "",
+            event_payload(event) if event else "",
+            CHANNEL,
+            str(self.stream_maxlen),
+            "" if index_score is None else repr(index_score),
+            "1" if guard_task else "",
+            "" if ttl_s is None else str(ttl_s),
+        ]
+        return keys, args
 
     async def emit(self, event: Event) -> Event:
         entry_id = await self._emit(
@@ -173,6 +219,14 @@ class StateStore:
 
     async def audit(self, record: dict[str, Any]) -> None:
         await self.redis.xadd(AUDIT, {"r": json.dumps(record, default=str)}, maxlen=10_000)
+
+    async def audit_many(self, records: list[dict[str, Any]]) -> None:
+        """Append audit records in order, one round trip per ``PIPELINE_CHUNK``."""
+        for start in range(0, len(records), PIPELINE_CHUNK):
+            pipe = self.redis.pipeline(transaction=False)
+            for record in records[start : start + PIPELINE_CHUNK]:
+                pipe.xadd(AUDIT, {"r": json.dumps(record, default=str)}, maxlen=10_000)
+            await pipe.execute()
 
     async def audit_records(self, count: int = 100) -> list[dict[str, Any]]:
         entries = await self.redis.xrevrange(AUDIT, count=count)
@@ -189,6 +243,11 @@ class StateStore:
     async def last_event_id(self) -> str:
         entries = await self.redis.xrevrange(STREAM, count=1)
         return _text(entries[0][0]) if entries else "0-0"
+
+
+def _outcome(result: Any) -> CommitOutcome:
+    status, value = (_text(x) for x in cast(list[Any], result))
+    return CommitOutcome(status, value)
 
 
 def _text(value: Any) -> str:

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TEARDOWN_CONCURRENCY = 4
+"""Workspaces torn down (kept work committed, worktree removed) at once: each is a handful of git
+processes, and a kill-all ends hundreds of runs together."""
+
 
 def agent_branch(agent: AgentState) -> str:
     return f"mosaic/{agent.agent_type.value}/{agent.task_id}"
@@ -68,6 +72,7 @@ class WorkspaceManager:
         self.paths = paths
         self.repos = RepoCache(paths.repos)
         self.author = (author_name, author_email)
+        self._teardowns = asyncio.Semaphore(TEARDOWN_CONCURRENCY)
 
     async def prepare(
         self, agent: AgentState, request: SpawnRequest, stack: contextlib.AsyncExitStack
@@ -90,6 +95,10 @@ class WorkspaceManager:
         return workspace
 
     async def _cleanup(self, workspace: Workspace) -> None:
+        async with self._teardowns:
+            await self._teardown(workspace)
+
+    async def _teardown(self, workspace: Workspace) -> None:
         if not workspace.pushed and workspace.agent_id:
             try:
                 sha = await keep_work(

@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,14 @@ import psutil
 from sandbox.base import SandboxError, SandboxHealth, SandboxSpec, SandboxStats
 from sandbox.bwrap_args import BwrapArgs
 from sandbox.bwrap_binary import BwrapBinary, locate_bwrap
-from sandbox.cgroups import AgentCgroup, CgroupLayout, CgroupManager, Limits
+from sandbox.cgroups import (
+    AgentCgroup,
+    CgroupLayout,
+    CgroupManager,
+    KillProgress,
+    Limits,
+    in_kill_thread,
+)
 from sandbox.identity import SANDBOX_HOME, SandboxUser
 from sandbox.launcher import CGROUP_ENTER_EXIT_CODE, enter_cgroup_argv, rlimit_argv
 from sandbox.policy import bind_sources, build_args, validate_spec
@@ -49,6 +57,8 @@ from sandbox.userns import SandboxUserNamespace
 log = logging.getLogger(__name__)
 
 _LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+KILL_TIMEOUT_S = 5.0
+"""How long a kill keeps signalling a sandbox's cgroup before giving up (cleanup tries again)."""
 PRIVATE_DIR = Path("/run/mosaic-sandbox")
 """Root-owned, world-searchable: the stage mount point and a reachable copy of the wheel's bwrap."""
 
@@ -99,6 +109,8 @@ class BwrapProcess:
         self._bwrap = os.path.realpath(bwrap) if bwrap else ""
         self._last = SandboxStats()
         self._cleaned = False
+        self._dead = False
+        """The cgroup was emptied and the child reaped: nothing can run in the sandbox again."""
 
     @property
     def pid(self) -> int | None:
@@ -143,13 +155,17 @@ class BwrapProcess:
             return False
 
     async def _gone(self) -> bool:
-        members = await asyncio.to_thread(self._members)
+        members = await in_kill_thread(self._members)
         return self._proc.returncode is not None and not members
 
     async def kill(self, grace_s: float = 5.0) -> None:
+        """TERM, then KILL of the whole sandbox after ``grace_s`` (``<= 0``: KILL at once)."""
+        if grace_s <= 0 or self._dead:
+            await self._kill_now()
+            return
         if await self._gone():
             return
-        await asyncio.to_thread(self.signal, signal.SIGTERM)
+        await in_kill_thread(self.signal, signal.SIGTERM)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while loop.time() < deadline:
@@ -159,20 +175,36 @@ class BwrapProcess:
         await self._kill_now()
 
     async def _kill_now(self) -> None:
+        """SIGKILL the whole sandbox; returns once it is empty (or ``KILL_TIMEOUT_S`` passed).
+
+        With a cgroup: passes of ``kill_pass`` on a kill thread, the waits in between on the
+        loop, so a kill thread is never held while processes die (hundreds die together in a
+        kill-all)."""
+        if self._dead:
+            return
+        empty = False
         if self._cgroup is not None:
-            await asyncio.to_thread(self._cgroup.kill)
+            progress = KillProgress(time.monotonic() + KILL_TIMEOUT_S)
+            delay = 0.001
+            while not (empty := await in_kill_thread(self._cgroup.kill_pass, progress)):
+                if time.monotonic() > progress.deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.02)
         else:
-            await asyncio.to_thread(self.signal, signal.SIGKILL)
+            await in_kill_thread(self.signal, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             await self._proc.wait()
+        self._dead = empty  # no process can enter the cgroup once its launcher has gone
 
     async def stats(self) -> SandboxStats:
         if self._cleaned:
             return self._last
         if self._cgroup is not None:
-            current = await asyncio.to_thread(self._cgroup.stats)
-        else:
-            current = await asyncio.to_thread(self._tree_stats)
+            return self._keep(await asyncio.to_thread(self._cgroup.stats))
+        return self._keep(await asyncio.to_thread(self._tree_stats))
+
+    def _keep(self, current: SandboxStats) -> SandboxStats:
         # oom_killed is sticky; cpu time never goes backwards once processes have exited.
         self._last = SandboxStats(
             cpu_seconds=max(current.cpu_seconds, self._last.cpu_seconds),
@@ -194,13 +226,26 @@ class BwrapProcess:
         return SandboxStats(cpu_seconds=cpu, memory_bytes=mem, pids=n)
 
     async def cleanup(self) -> None:
+        """Kill what is left, keep the last stats, remove the cgroup: one trip to a kill thread."""
         if self._cleaned:
             return
-        await self._kill_now()
-        await self.stats()
+        if self._cgroup is None:
+            await self._kill_now()
+            await self.stats()
+            self._cleaned = True
+            return
+        self._keep(await in_kill_thread(_release, self._cgroup))
         self._cleaned = True
-        if self._cgroup is not None:
-            await asyncio.to_thread(self._cgroup.remove)
+        with contextlib.suppress(ProcessLookupError):
+            await self._proc.wait()
+
+
+def _release(cgroup: AgentCgroup) -> SandboxStats:
+    """Kill the cgroup's processes, read its last stats, remove it (blocking)."""
+    cgroup.kill()
+    stats = cgroup.stats()
+    cgroup.remove()
+    return stats
 
 
 class BwrapSandbox:
