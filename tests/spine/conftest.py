@@ -17,8 +17,10 @@ import redis.asyncio as aioredis
 
 from core.api import serve
 from core.engine import Engine
-from core.models import Event
+from core.lifecycle import Lifecycle
+from core.models import AgentState, AgentType, Event, GateProfile, SpawnRequest, TaskState
 from core.settings import Settings, load_settings
+from core.store import StateStore
 
 
 @dataclass
@@ -143,3 +145,22 @@ def orchestrator_factory(
 async def orch(orchestrator_factory: OrchestratorFactory) -> AsyncIterator[Orchestrator]:
     async with orchestrator_factory() as o:
         yield o
+
+
+def agent_pair(agent_id: str = "a1", task_id: str = "T-1") -> tuple[AgentState, TaskState]:
+    """A new worker's state and its task's, for tests that drive the lifecycle directly."""
+    agent = AgentState(
+        agent_id=agent_id,
+        task_id=task_id,
+        agent_type=AgentType.WORKER,
+        gate_profile=GateProfile.STANDARD,
+    )
+    request = SpawnRequest.model_validate(
+        {"taskId": task_id, "agentType": "worker", "context": {"repository": "/tmp/x"}}
+    )
+    return agent, TaskState(task_id=task_id, agent_id=agent_id, request=request)
+
+
+@pytest.fixture
+def lifecycle(redis_client: aioredis.Redis) -> Lifecycle:
+    return Lifecycle(StateStore(redis_client))

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import redis.asyncio as aioredis
 
 from core.errors import IllegalTransition, NotFound
 from core.lifecycle import Lifecycle
-from core.models import AgentState, AgentStatus, AgentType, GateProfile, SpawnRequest, TaskState
+from core.models import AgentState, AgentStatus
 from core.store import AUDIT, STREAM, StateStore
-
-
-def _pair(agent_id: str) -> tuple[AgentState, TaskState]:
-    task_id = f"T-{agent_id}"
-    agent = AgentState(
-        agent_id=agent_id,
-        task_id=task_id,
-        agent_type=AgentType.WORKER,
-        gate_profile=GateProfile.STANDARD,
-    )
-    request = SpawnRequest.model_validate(
-        {"taskId": task_id, "agentType": "worker", "context": {"repository": "/tmp/x"}}
-    )
-    return agent, TaskState(task_id=task_id, agent_id=agent_id, request=request)
-
-
-@pytest.fixture
-def lifecycle(redis_client: aioredis.Redis) -> Lifecycle:
-    return Lifecycle(StateStore(redis_client))
+from tests.spine.conftest import agent_pair
 
 
 async def test_transition_many_kills_each_agent_with_its_event(
@@ -37,7 +18,7 @@ async def test_transition_many_kills_each_agent_with_its_event(
 ) -> None:
     known: list[AgentState] = []
     for i in range(5):
-        agent, task = _pair(f"a{i}")
+        agent, task = agent_pair(f"a{i}", f"T-a{i}")
         await lifecycle.create(agent, task)
         known.append(await lifecycle.transition(agent.agent_id, AgentStatus.RUNNING))
     # known states go stale: a4 changed since (a monitor update), a3 ended, a2 vanished

@@ -10,27 +10,9 @@ import redis.asyncio as aioredis
 
 from core.errors import IllegalTransition, NotFound
 from core.lifecycle import TRANSITIONS, Lifecycle, can_transition
-from core.models import AgentState, AgentStatus, AgentType, GateProfile, SpawnRequest, TaskState
-from core.store import CHANNEL, STREAM, StateStore
-
-
-def _agent(agent_id: str = "a1", task_id: str = "T-1") -> tuple[AgentState, TaskState]:
-    agent = AgentState(
-        agent_id=agent_id,
-        task_id=task_id,
-        agent_type=AgentType.WORKER,
-        gate_profile=GateProfile.STANDARD,
-    )
-    request = SpawnRequest.model_validate(
-        {"taskId": task_id, "agentType": "worker", "context": {"repository": "/tmp/x"}}
-    )
-    return agent, TaskState(task_id=task_id, agent_id=agent_id, request=request)
-
-
-@pytest.fixture
-def lifecycle(redis_client: aioredis.Redis) -> Lifecycle:
-    return Lifecycle(StateStore(redis_client))
-
+from core.models import AgentState, AgentStatus
+from core.store import CHANNEL, STREAM
+from tests.spine.conftest import agent_pair
 
 LEGAL = [
     ("spawning", "running"),
@@ -53,7 +35,7 @@ def test_transition_table_is_exactly_the_spec() -> None:
 async def test_legal_transitions_write_state_and_event(
     lifecycle: Lifecycle, redis_client: aioredis.Redis, src: str, dst: str
 ) -> None:
-    agent, task = _agent()
+    agent, task = agent_pair()
     await lifecycle.create(agent, task)
     if src == "running":
         await lifecycle.transition("a1", AgentStatus.RUNNING)
@@ -91,7 +73,7 @@ async def test_legal_transitions_write_state_and_event(
 async def test_illegal_transitions_are_refused_without_side_effects(
     lifecycle: Lifecycle, redis_client: aioredis.Redis, path: list[AgentStatus], dst: AgentStatus
 ) -> None:
-    agent, task = _agent()
+    agent, task = agent_pair()
     await lifecycle.create(agent, task)
     for step in path:
         await lifecycle.transition("a1", step)
@@ -114,7 +96,7 @@ async def test_event_is_published_with_its_stream_id(
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(CHANNEL)
     await pubsub.get_message(timeout=1)  # subscribe confirmation
-    agent, task = _agent()
+    agent, task = agent_pair()
     await lifecycle.create(agent, task)
     message = None
     for _ in range(20):
@@ -130,7 +112,7 @@ async def test_event_is_published_with_its_stream_id(
 
 
 async def test_concurrent_final_transitions_only_one_wins(lifecycle: Lifecycle) -> None:
-    agent, task = _agent()
+    agent, task = agent_pair()
     await lifecycle.create(agent, task)
     await lifecycle.transition("a1", AgentStatus.RUNNING)
     results = await asyncio.gather(
@@ -145,9 +127,9 @@ async def test_concurrent_final_transitions_only_one_wins(lifecycle: Lifecycle) 
 
 
 async def test_second_live_agent_for_a_task_is_not_created(lifecycle: Lifecycle) -> None:
-    agent, task = _agent("a1")
+    agent, task = agent_pair("a1")
     await lifecycle.create(agent, task)
-    other, other_task = _agent("a2")
+    other, other_task = agent_pair("a2")
     _, existing = await lifecycle.create(other, other_task)
     assert existing is not None and existing.agent_id == "a1"
     with pytest.raises(NotFound):
@@ -155,7 +137,7 @@ async def test_second_live_agent_for_a_task_is_not_created(lifecycle: Lifecycle)
 
 
 async def test_update_keeps_concurrent_changes(lifecycle: Lifecycle) -> None:
-    agent, task = _agent()
+    agent, task = agent_pair()
     await lifecycle.create(agent, task)
     await asyncio.gather(
         *(lifecycle.update("a1", lambda a, i=i: {"attempts": a.attempts + 1}) for i in range(10))
