@@ -31,7 +31,9 @@ async def test_symlinked_transcript_is_not_copied_into_the_logs(
         gate_profile=GateProfile.MINIMAL,
     )
     request = SpawnRequest(
-        task_id="T-link", agent_type=AgentType.WORKER, context=SpawnContext(repository="x")
+        task_id="T-link",
+        agent_type=AgentType.WORKER,
+        context=SpawnContext(repository="/srv/repo.git"),
     )
     worktree = tmp_path / "worktree"
     worktree.mkdir()
