@@ -28,7 +28,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 import uuid
@@ -36,6 +35,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.bench_spine import make_origin
 from core.engine import Engine
 from core.instance import instance_name, sandbox_scope
 from core.models import AgentStatus, SpawnRequest
@@ -46,19 +46,6 @@ from sandbox.bwrap import BwrapProcess, BwrapSandbox
 from sandbox.cgroups import AgentCgroup, CgroupManager
 
 MEMORY_MB = 32
-
-
-def make_origin(root: Path) -> Path:
-    bare = root / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    seed = root / "seed"
-    subprocess.run(["git", "clone", "-q", str(bare), str(seed)], check=True)
-    (seed / "README.md").write_text("bench\n")
-    env = ["-c", "user.name=b", "-c", "user.email=b@b"]
-    subprocess.run(["git", *env, "-C", str(seed), "add", "."], check=True)
-    subprocess.run(["git", *env, "-C", str(seed), "commit", "-qm", "init"], check=True)
-    subprocess.run(["git", "-C", str(seed), "push", "-q", "origin", "HEAD:main"], check=True)
-    return bare
 
 
 def bench_settings(url: str, state: Path, parent: str, n: int) -> Settings:
