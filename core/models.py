@@ -479,6 +479,8 @@ class EventType(StrEnum):
     QUEUE_RESUMED = "queue.resumed"
     KILLSWITCH_ACTIVATED = "killswitch.activated"
     REVIEW_VERDICT = "review.verdict"
+    NET_ALLOWED = "net.allowed"
+    NET_DENIED = "net.denied"
 
 
 STATUS_EVENT: dict[AgentStatus, EventType] = {
