@@ -16,18 +16,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from core.agents import ModelGateway, PriceTable, model_config_problem
-from core.ai_review import REVIEW_SUFFIX, AiReviewer
-from core.claude_launcher import ClaudeLauncher
 from core.engine_api import KillAllResult, QueueStats, SpawnResponse
 from core.errors import Conflict, NotFound, NotReady, ValidationFailed
 from core.events import EventBus
-from core.finish import Finisher
 from core.gates import create_gate_runner, validate_gate_names
 from core.gc import collect_garbage
 from core.git import validate_branch, validate_repository
 from core.instance import instance_name, sandbox_scope
 from core.killswitch import Killswitch
-from core.launch import AgentLauncher, ExternalCommandLauncher
 from core.lifecycle import Lifecycle
 from core.models import (
     LIVE_STATUSES,
@@ -44,11 +40,11 @@ from core.models import (
 from core.paths import StatePaths
 from core.queue import TaskQueue
 from core.reconcile import reconcile
+from core.run import REVIEW_SUFFIX, AiReviewer, Finisher, Spawner, WorkspaceManager
+from core.run.runtimes import BuiltinRuntime, CommandRuntime, Runtime, Runtimes
 from core.settings import Settings
-from core.spawner import Spawner
 from core.store import StateStore
 from core.valkey import ValkeyEndpoint, open_valkey
-from core.workspace import WorkspaceManager
 from sandbox import Sandbox, SandboxError
 from sandbox.factory import create_sandbox, release_scope
 from sandbox.reaper import OrphanReaper, enable_subreaper
@@ -69,7 +65,7 @@ class Engine:
         sandbox: Sandbox,
         spawner: Spawner,
         killswitch: Killswitch,
-        launcher_problem: str | None,
+        runtimes: Runtimes,
     ) -> None:
         self.settings = settings
         self.endpoint = endpoint
@@ -80,7 +76,7 @@ class Engine:
         self.sandbox = sandbox
         self.spawner = spawner
         self.killswitch = killswitch
-        self.launcher_problem = launcher_problem
+        self.runtimes = runtimes
         self.instance = spawner.instance
         self.started = time.monotonic()
 
@@ -109,7 +105,7 @@ class Engine:
             sandbox = _make_sandbox(settings, scope)
             stack.push_async_callback(release_scope, settings.sandbox_backend, scope)
             claude, claude_problem = await _make_claude(settings, lifecycle, stack)
-            launcher, problem = _choose_launcher(settings, claude, claude_problem)
+            runtimes = _make_runtimes(settings, claude, claude_problem)
             reviewer = AiReviewer(settings, sandbox, claude, paths) if claude else None
             finisher = Finisher(
                 settings=settings,
@@ -130,7 +126,7 @@ class Engine:
                     author_name=settings.git_author_name,
                     author_email=settings.git_author_email,
                 ),
-                launcher=launcher,
+                runtimes=runtimes,
                 finisher=finisher,
                 paths=paths,
                 instance=instance,
@@ -165,7 +161,7 @@ class Engine:
                 sandbox=sandbox,
                 spawner=spawner,
                 killswitch=killswitch,
-                launcher_problem=problem,
+                runtimes=runtimes,
             )
             queue.start_worker(spawner.run, name=instance)
             listener = asyncio.create_task(engine._follow_kills(), name="kill-listener")
@@ -234,8 +230,7 @@ class Engine:
             validate_gate_names(ctx.gates)
         if request.effective_profile is GateProfile.CUSTOM and not ctx.gates:
             pass  # custom gates may come from the repository's .mosaic/gates.toml
-        if self.launcher_problem:
-            raise NotReady(self.launcher_problem)
+        runtime = self.runtimes.check(request.runtime)  # 503 naming what is missing
         sandbox = await self.sandbox.health()
         if not sandbox.ok:  # e.g. no cgroups: fail closed before anything is created
             raise NotReady(f"sandbox {sandbox.backend}: {sandbox.detail}")
@@ -247,6 +242,7 @@ class Engine:
             task_id=request.task_id,
             agent_type=request.agent_type,
             gate_profile=request.effective_profile,
+            runtime=runtime,
         )
         task = TaskState(task_id=request.task_id, agent_id=agent.agent_id, request=request)
         agent, other = await self.lifecycle.create(agent, task)
@@ -326,9 +322,10 @@ class Engine:
         }
         if health.detail:
             checks["sandbox"]["detail"] = health.detail
-        checks["model"] = {"ok": self.launcher_problem is None}
-        if self.launcher_problem:
-            checks["model"]["error"] = self.launcher_problem
+        problem = self.runtimes.problem()
+        checks["model"] = {"ok": problem is None, "runtime": self.runtimes.default}
+        if problem:
+            checks["model"]["error"] = problem
         ok = all(c["ok"] for c in checks.values())
         return ok, checks
 
@@ -359,7 +356,7 @@ def _make_sandbox(settings: Settings, scope: str) -> Sandbox:
 
 async def _make_claude(
     settings: Settings, lifecycle: Lifecycle, stack: contextlib.AsyncExitStack
-) -> tuple[ClaudeLauncher | None, str | None]:
+) -> tuple[BuiltinRuntime | None, str | None]:
     """The built-in Claude runtime behind the model gateway, or why it is not available."""
     problem = model_config_problem(settings.model_api_key, settings.anthropic_base_url)
     if problem:
@@ -391,18 +388,25 @@ async def _make_claude(
         count_tokens_per_min=settings.gateway_count_tokens_per_min,
     )
     stack.push_async_callback(gateway.close)
-    return ClaudeLauncher(settings, gateway), None
+    return BuiltinRuntime(settings, gateway), None
 
 
-def _choose_launcher(
-    settings: Settings, claude: ClaudeLauncher | None, problem: str | None
-) -> tuple[AgentLauncher, str | None]:
-    """The external agent command when configured, else the built-in Claude runtime."""
+def _make_runtimes(
+    settings: Settings, builtin: BuiltinRuntime | None, builtin_problem: str | None
+) -> Runtimes:
+    """Every runtime this engine can run, and for the others what is missing."""
+    available: dict[str, Runtime] = {}
+    missing: dict[str, str] = {}
+    if builtin is not None:
+        available["builtin"] = builtin
+    else:
+        missing["builtin"] = builtin_problem or "the model is not configured"
     if settings.mosaic_agent_command:
-        return ExternalCommandLauncher(settings.mosaic_agent_command), None
-    if claude is None:
-        return ExternalCommandLauncher("false"), f"{problem} (or set MOSAIC_AGENT_COMMAND)"
-    return claude, None
+        available["command"] = CommandRuntime(settings.mosaic_agent_command)
+    else:
+        missing["command"] = "MOSAIC_AGENT_COMMAND is not set"
+    missing["claude-code"] = "not built yet"
+    return Runtimes(settings.runtime, available, missing)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

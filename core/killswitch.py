@@ -25,7 +25,7 @@ handled together, in three steps:
 3. audit: one record per agent and one for the kill-all, pipelined.
 
 It does not wait for the worktrees: each run keeps its agent's work and removes its worktree after
-its sandbox is gone, a few at a time (``core.workspace``), one at a time per repository (its lock);
+its sandbox is gone, a few at a time (``core.run.workspace``), one at a time per repository (its lock);
 the engine waits for them at shutdown.
 """
 
@@ -40,7 +40,7 @@ from core.errors import IllegalTransition, NotFound
 from core.lifecycle import Lifecycle
 from core.models import LIVE_STATUSES, AgentState, AgentStatus, Event, EventType, utcnow
 from core.queue import TaskQueue
-from core.spawner import Spawner
+from core.run import Spawner
 from core.store import StateStore
 
 log = logging.getLogger(__name__)

@@ -184,6 +184,12 @@ class SpawnContext(_Strict):
     )
 
 
+RUNTIME_NAMES = ("builtin", "claude-code", "command")
+RuntimeName = Literal["builtin", "claude-code", "command"]
+"""How an agent's session runs (SPEC §15): the SDK agent loop, the Claude Code CLI, or
+``MOSAIC_AGENT_COMMAND``."""
+
+
 class SpawnRequest(_Strict):
     """Body of ``POST /agents/spawn``.
 
@@ -195,6 +201,8 @@ class SpawnRequest(_Strict):
     agent_type: AgentType = Field(alias="agentType")
     gate_profile: GateProfile | None = Field(default=None, alias="gateProfile")
     priority: int = Field(default=5, ge=1, le=10)
+    runtime: RuntimeName | None = None
+    """The runtime for this task; default: ``MOSAIC_RUNTIME``."""
     context: SpawnContext
 
     _strip = field_validator("task_id", mode="before")(_strip_python_input)
@@ -259,11 +267,16 @@ class AgentState(BaseModel):
     sandbox: dict[str, Any] | None = None
     worktree: str | None = None
     branch: str | None = None
+    base_sha: str | None = None
+    """The commit the agent's worktree started from (its diff's base)."""
     usage: Usage = Field(default_factory=Usage)
     result: AgentResult | None = None
     attempts: int = 0
     last_output: str | None = None
     resources: dict[str, float] | None = None
+    runtime: str | None = None
+    session_id: str | None = None
+    """The runtime's session (claude-code): a retry of the task resumes it."""
     version: int = 0
 
 
@@ -300,6 +313,8 @@ class AgentView(BaseModel):
     last_output: str | SkipJsonSchema[None] = Field(None, alias="lastOutput", exclude_if=_none)
     resources: dict[str, float] | SkipJsonSchema[None] = Field(None, exclude_if=_none)
     result: AgentResult | SkipJsonSchema[None] = Field(None, exclude_if=_none)
+    runtime: str | SkipJsonSchema[None] = Field(None, exclude_if=_none)
+    session_id: str | SkipJsonSchema[None] = Field(None, alias="sessionId", exclude_if=_none)
 
     @classmethod
     def of(cls, agent: AgentState) -> AgentView:
@@ -322,6 +337,8 @@ class AgentView(BaseModel):
             last_output=agent.last_output,
             resources=agent.resources,
             result=agent.result,
+            runtime=agent.runtime,
+            session_id=agent.session_id,
         )
 
     def state(self) -> AgentState:
@@ -345,6 +362,8 @@ class AgentView(BaseModel):
             attempts=self.attempts,
             last_output=self.last_output,
             resources=self.resources,
+            runtime=self.runtime,
+            session_id=self.session_id,
         )
 
 
@@ -479,6 +498,10 @@ class EventType(StrEnum):
     QUEUE_RESUMED = "queue.resumed"
     KILLSWITCH_ACTIVATED = "killswitch.activated"
     REVIEW_VERDICT = "review.verdict"
+    AGENT_ACTIVITY = "agent.activity"
+    """A tool call of a running agent: data ``{tool, summary}`` (SPEC §20)."""
+    MODEL_RATE_LIMITED = "model.rate_limited"
+    """The model gateway made an agent wait: data ``{untilTs, waitS}`` (SPEC §20)."""
     NET_ALLOWED = "net.allowed"
     NET_DENIED = "net.denied"
 

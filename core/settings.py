@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = None
     mosaic_model: str = "claude-sonnet-4-5"
     mosaic_agent_command: str | None = None
+    mosaic_runtime: Literal["builtin", "claude-code", "command"] | None = None
+    """How agents run (SPEC §15); default: ``command`` when ``MOSAIC_AGENT_COMMAND`` is set,
+    else ``builtin``. A spawn may choose another with ``"runtime"``."""
+    mosaic_claude_code: str | None = None
+    """The Claude Code CLI (the claude-code runtime); default: ``claude`` on PATH."""
     agent_max_turns: int = Field(50, ge=1)
     agent_max_tokens: int = Field(2_000_000, ge=1)
     agent_max_wall_s: float = Field(3600, gt=0)
@@ -163,6 +168,13 @@ class Settings(BaseSettings):
         if not self.sandbox_enabled:
             self.sandbox_backend = "none"
         return self
+
+    @property
+    def runtime(self) -> str:
+        """The default runtime's name."""
+        if self.mosaic_runtime:
+            return self.mosaic_runtime
+        return "command" if self.mosaic_agent_command else "builtin"
 
     @property
     def model_api_key(self) -> str | None:

@@ -9,9 +9,9 @@ import uuid
 from pathlib import Path
 
 from core.agents import ModelGateway
-from core.claude_launcher import ClaudeLaunch, ClaudeLauncher
-from core.launch import SandboxPolicy
 from core.models import AgentState, AgentType, GateProfile, SpawnContext, SpawnRequest
+from core.run import SandboxPolicy
+from core.run.runtimes import BuiltinLaunch, BuiltinRuntime
 from core.safeio import MiB
 from core.settings import load_settings
 from sandbox import SandboxSpec
@@ -23,7 +23,7 @@ async def test_symlinked_transcript_is_not_copied_into_the_logs(
     host_secret = tmp_path / "host-only.txt"
     host_secret.write_text("HOST-ONLY-SECRET: never in an agent's logs\n")
     settings = load_settings(mosaic_state_dir=tmp_path / "state", agent_log_mb=1)
-    launcher = ClaudeLauncher(settings, gateway)
+    launcher = BuiltinRuntime(settings, gateway)
     agent = AgentState(
         agent_id=f"agent-{uuid.uuid4().hex[:8]}",
         task_id="T-link",
@@ -43,7 +43,7 @@ async def test_symlinked_transcript_is_not_copied_into_the_logs(
         launch = await launcher.prepare(
             agent, request, worktree=worktree, agent_dir=logs, policy=policy, stack=stack
         )
-        assert isinstance(launch, ClaudeLaunch)
+        assert isinstance(launch, BuiltinLaunch)
         # what a hostile agent does in its own I/O directory, which it may write
         (launch.io_dir / "transcript.jsonl").symlink_to(host_secret)
         await launch.collect()
@@ -62,7 +62,7 @@ async def test_transcript_over_the_cap_keeps_its_last_whole_records(tmp_path: Pa
     spec = SandboxSpec(
         agent_id="a-1", argv=["true"], workdir=tmp_path, env={}, log_dir=tmp_path / "logs"
     )
-    await ClaudeLaunch(spec, io_dir, transcript_max_bytes=MiB).collect()
+    await BuiltinLaunch(spec, io_dir, transcript_max_bytes=MiB).collect()
     copied = (tmp_path / "logs" / "transcript.jsonl").read_bytes()
     assert len(copied) <= MiB
     kept = [json.loads(line) for line in copied.decode().splitlines()]  # every line whole

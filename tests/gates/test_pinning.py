@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from core.gate_exec import SandboxExecutor
 from core.gates import CommandResult, GateStatus, LocalGateRunner, SubprocessExecutor
 from core.gates.command_files import files_run_by, make_recipes
 from core.gates.models import Overlay, OverlayUnsupported
 from core.gates.pinning import PinError, prepare, release
 from core.gates.tree import CommitTree
+from core.run import SandboxExecutor
 from sandbox import SandboxSpec
 from sandbox.none import NoneSandbox
 from tests.gates.conftest import commit_all, git

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.gate_exec import SandboxExecutor
 from core.logcap import cap_log, cap_logs
+from core.run import SandboxExecutor
 from core.safeio import MiB
 from sandbox import SandboxSpec
 from sandbox.none import NoneSandbox

@@ -1,16 +1,17 @@
-"""How an agent process is launched: the external agent command (SPEC §8).
+"""What a runtime hands the spawner: a sandbox spec, and how to read the session's outcome.
 
-A launcher turns an agent into a ``SandboxSpec`` plus a parser for its final stdout line. The
-built-in Claude runtime lives in ``core/agents/launcher.py`` behind the same interface.
+``SandboxPolicy`` is the part of a sandbox spec that does not depend on the runtime (limits, what
+is read-only or hidden, the toolchains every sandbox sees); a runtime adds its argv, environment
+and its own binds. The gates of an attempt run under the same policy as its agent.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from core.models import AgentState, SpawnRequest, Usage
 from core.settings import Settings
@@ -30,29 +31,36 @@ class LaunchOutcome:
     """Why the session failed, as the runtime reported it (e.g. a budget)."""
 
 
-@dataclass
+ActivitySink = Callable[[str, str], Awaitable[None]]
+"""``(tool, summary) -> None``: reports one tool call of a running session."""
+SessionSink = Callable[[str], Awaitable[None]]
+"""``(session_id) -> None``: reports the session id a runtime can resume."""
+
+
+@dataclass(eq=False)
 class Launch:
+    """One started session: its sandbox spec and how to read what it did."""
+
     spec: SandboxSpec
     extra: dict[str, Any] = field(default_factory=dict)
+    _collected: bool = field(default=False, init=False, repr=False)
 
     def outcome(self, last_stdout_line: str | None) -> LaunchOutcome:
         return LaunchOutcome(summary=last_stdout_line)
 
+    async def follow(self, activity: ActivitySink, session: SessionSink) -> None:
+        """While the session runs: report its tool calls and session id (default: nothing).
+        Cancelled when the session ends."""
+
     async def collect(self) -> None:
-        """Keep the session's artefacts (e.g. the transcript) with the agent's logs."""
+        """Keep the session's artefacts (e.g. the transcript) with the agent's logs, once: the
+        finish stage collects before the final state is written, the cleanup after a kill."""
+        if not self._collected:
+            self._collected = True
+            await self._collect()
 
-
-class AgentLauncher(Protocol):
-    async def prepare(
-        self,
-        agent: AgentState,
-        request: SpawnRequest,
-        *,
-        worktree: Path,
-        agent_dir: Path,
-        policy: SandboxPolicy,
-        stack: contextlib.AsyncExitStack,
-    ) -> Launch: ...
+    async def _collect(self) -> None:
+        """What ``collect`` does; runtimes with artefacts override it."""
 
 
 @dataclass(frozen=True)
@@ -127,29 +135,3 @@ def agent_env(agent: AgentState, request: SpawnRequest, worktree: Path) -> dict[
         }
     )
     return env
-
-
-class ExternalCommandLauncher:
-    """``MOSAIC_AGENT_COMMAND`` run with ``sh -c`` in the worktree, inside the sandbox."""
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    async def prepare(
-        self,
-        agent: AgentState,
-        request: SpawnRequest,
-        *,
-        worktree: Path,
-        agent_dir: Path,
-        policy: SandboxPolicy,
-        stack: contextlib.AsyncExitStack,
-    ) -> Launch:
-        spec = policy.spec(
-            agent.agent_id,
-            ["/bin/sh", "-c", self.command],
-            worktree=worktree,
-            env=agent_env(agent, request, worktree),
-            log_dir=agent_dir,
-        )
-        return Launch(spec)

@@ -11,35 +11,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from core import git as gitops
 from core.errors import AgentFailure, OrchestratorError
-from core.gate_exec import SandboxExecutor
 from core.gates import GateContext, GateResult, GateRunner
 from core.git.secrets import ScanReport, mask_data, mask_text, scan_range
-from core.launch import LaunchOutcome
 from core.models import AgentResult, AgentState, AgentType, Event, EventType, SpawnRequest
 from core.paths import StatePaths
+from core.run.context import RunContext
+from core.run.gate_exec import SandboxExecutor
+from core.run.launch import LaunchOutcome, base_env
+from core.run.workspace import Workspace
 from core.settings import Settings
 from core.store import StateStore
-from core.workspace import Workspace
-from sandbox import SandboxProcess, SandboxSpec
+from sandbox import SandboxSpec
 
 log = logging.getLogger(__name__)
 
 AiReviewFactory = Callable[[AgentState, Workspace], Callable[[str], Awaitable[tuple[bool, str]]]]
-
-
-@dataclass
-class FinishInput:
-    agent: AgentState
-    request: SpawnRequest
-    workspace: Workspace
-    outcome: LaunchOutcome
-    result: AgentResult
-    process: SandboxProcess
 
 
 class Finisher:
@@ -72,19 +63,23 @@ class Finisher:
             )
         )
 
-    async def finish(self, inp: FinishInput) -> AgentResult:
-        agent, ws, result = inp.agent, inp.workspace, inp.result
-        if inp.outcome.verdict is not None:
-            result.verdict = inp.outcome.verdict
-            await self._emit(agent, EventType.REVIEW_VERDICT, {"verdict": inp.outcome.verdict})
-        ctx = self._gate_context(inp)
+    async def finish(
+        self, run: RunContext, outcome: LaunchOutcome, result: AgentResult
+    ) -> AgentResult:
+        """The session succeeded: gates, commit, scan, conflicts, push (workers)."""
+        assert run.workspace is not None
+        agent, ws = run.agent, run.workspace
+        if outcome.verdict is not None:
+            result.verdict = outcome.verdict
+            await self._emit(agent, EventType.REVIEW_VERDICT, {"verdict": outcome.verdict})
+        ctx = self._gate_context(run)
         await self._gates(ctx, "pre", result)
         pushes = agent.agent_type is AgentType.WORKER or self.push_non_workers
         if not pushes:
             await self._gates(ctx, "post", result)
             return result
         try:
-            summary = mask_text(inp.outcome.summary or "").strip()
+            summary = mask_text(outcome.summary or "").strip()
             message = summary or f"{agent.task_id}: agent changes"
             commit = await gitops.commit_all(
                 ws.worktree,
@@ -103,23 +98,21 @@ class Finisher:
         await self._emit(agent, EventType.GIT_COMMITTED, {"commit": commit, "branch": ws.branch})
         ctx.commit = commit
         await self._gates(ctx, "post", result)
-        await self._scan(agent, ws, result, inp.outcome.summary)
-        await self._conflicts(agent, inp.request, ws, result)
+        await self._scan(agent, ws, result, outcome.summary)
+        await self._conflicts(agent, run.request, ws, result)
         try:
             await gitops.push(ws.worktree)
         except OrchestratorError as exc:
             raise AgentFailure("push", exc.message, details=result) from exc
-        result.pushed = True
-        ws.pushed = True
+        result.pushed = ws.pushed = True  # from here on, the teardown keeps nothing
         await self._emit(agent, EventType.GIT_PUSHED, {"commit": commit, "branch": ws.branch})
         return result
 
-    def _gate_context(self, inp: FinishInput) -> GateContext:
-        agent, ws = inp.agent, inp.workspace
-        assert ws.launch is not None
-        template: SandboxSpec = replace(
-            ws.launch.spec, rw_binds=(), ro_binds=ws.launch.spec.ro_binds
-        )
+    def _gate_context(self, run: RunContext) -> GateContext:
+        assert run.workspace is not None and run.launch is not None
+        agent, ws = run.agent, run.workspace
+        # the agent's policy, without its private I/O (gateway socket, HOME)
+        template: SandboxSpec = replace(run.launch.spec, rw_binds=(), env=base_env())
         executor = SandboxExecutor(
             self.sandbox,
             template,
@@ -138,7 +131,7 @@ class Finisher:
             worktree=ws.path,
             executor=executor,
             emit=emit,
-            custom_gates=inp.request.context.gates,
+            custom_gates=run.request.context.gates,
             base_sha=ws.worktree.base_sha,
             ai_review=self.ai_review(agent, ws) if self.ai_review else None,
         )

@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from core.claude_launcher import ClaudeLauncher
-from core.launch import SandboxPolicy
 from core.logtail import last_line
 from core.models import AgentState, AgentType, GateProfile, SpawnContext, SpawnRequest
 from core.paths import StatePaths
+from core.run.launch import SandboxPolicy
+from core.run.runtimes.builtin import BuiltinRuntime
+from core.run.workspace import Workspace
 from core.settings import Settings
-from core.workspace import Workspace
 from sandbox import Sandbox
 
 MAX_DIFF_CHARS = 60_000
@@ -25,7 +25,7 @@ REVIEW_SUFFIX = "-review"
 
 class AiReviewer:
     def __init__(
-        self, settings: Settings, sandbox: Sandbox, launcher: ClaudeLauncher, paths: StatePaths
+        self, settings: Settings, sandbox: Sandbox, launcher: BuiltinRuntime, paths: StatePaths
     ) -> None:
         self.settings = settings
         self.sandbox = sandbox

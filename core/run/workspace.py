@@ -12,7 +12,6 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from core.diskusage import TreeUsage, tree_usage
 from core.errors import AgentFailure, OrchestratorError
@@ -27,9 +26,6 @@ from core.git import (
 from core.git.kept import keep_work, kept_ref
 from core.models import AgentState, SpawnRequest
 from core.paths import StatePaths
-
-if TYPE_CHECKING:
-    from core.launch import Launch
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +44,7 @@ class Workspace:
     readonly_paths: list[Path]
     agent_id: str = ""
     pushed: bool = False
-    launch: Launch | None = field(default=None, repr=False)
+    """Set by the finish stage once the branch reached the origin: the teardown keeps nothing."""
     baseline: TreeUsage = field(default_factory=TreeUsage)
     """The worktree's disk usage before the agent started (its disk budget counts growth)."""
 

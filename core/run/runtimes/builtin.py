@@ -1,4 +1,4 @@
-"""The built-in Claude runtime as an agent launcher.
+"""The ``builtin`` runtime: the SDK agent loop (``core/agents/runtime.py``) in the sandbox.
 
 Each agent gets a private I/O directory outside the state directory (bound read-write into its
 sandbox) holding its runtime config, its transcript and its model-gateway socket; the API key
@@ -11,10 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from core.agents import (
@@ -26,8 +23,9 @@ from core.agents import (
     runtime_argv,
     runtime_ro_binds,
 )
-from core.launch import Launch, LaunchOutcome, SandboxPolicy, base_env
 from core.models import AgentState, SpawnRequest
+from core.run.iodir import fresh_io_dir, write_private
+from core.run.launch import Launch, LaunchOutcome, SandboxPolicy, base_env
 from core.safeio import MiB, RefusedFile, copy_tail
 from core.settings import Settings
 from sandbox import SandboxSpec
@@ -38,25 +36,13 @@ log = logging.getLogger(__name__)
 TRANSCRIPT = "transcript.jsonl"
 
 
-def io_root() -> Path:
-    """A short path (Unix sockets allow ~100 bytes) that is not under the state directory."""
-    for candidate in (Path("/run/mosaic-agents"), Path(tempfile.gettempdir()) / "mosaic-agents"):
-        try:
-            candidate.mkdir(mode=0o711, parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(candidate, os.W_OK):
-            return candidate
-    raise OSError("no writable directory for agent I/O")
-
-
-class ClaudeLaunch(Launch):
+class BuiltinLaunch(Launch):
     def __init__(self, spec: SandboxSpec, io_dir: Path, *, transcript_max_bytes: int) -> None:
         super().__init__(spec)
         self.io_dir = io_dir
         self.transcript_max_bytes = transcript_max_bytes
 
-    async def collect(self) -> None:
+    async def _collect(self) -> None:
         """Copy the transcript into the agent's logs: its last ``transcript_max_bytes`` only.
 
         The I/O directory is the agent's: a transcript that is a symbolic link (to a host file),
@@ -97,7 +83,9 @@ class ClaudeLaunch(Launch):
         )
 
 
-class ClaudeLauncher:
+class BuiltinRuntime:
+    name = "builtin"
+
     def __init__(self, settings: Settings, gateway: ModelGateway) -> None:
         self.settings = settings
         self.gateway = gateway
@@ -112,10 +100,7 @@ class ClaudeLauncher:
         policy: SandboxPolicy,
         stack: contextlib.AsyncExitStack,
     ) -> Launch:
-        io_dir = await asyncio.to_thread(io_root) / agent.agent_id
-        await asyncio.to_thread(shutil.rmtree, io_dir, True)
-        await asyncio.to_thread(io_dir.mkdir, 0o700)
-        stack.push_async_callback(asyncio.to_thread, shutil.rmtree, io_dir, True)
+        io_dir = await fresh_io_dir(agent.agent_id, stack)
         endpoint = await stack.enter_async_context(
             self.gateway.serve_agent(agent.agent_id, io_dir, self.settings.agent_max_tokens)
         )
@@ -138,7 +123,7 @@ class ClaudeLauncher:
             max_wall_s=self.settings.agent_max_wall_s,
         )
         config_path = io_dir / "config.json"
-        await asyncio.to_thread(_write_private, config_path, json.dumps(config))
+        await asyncio.to_thread(write_private, config_path, json.dumps(config))
         spec = policy.spec(
             agent.agent_id,
             runtime_argv(config_path),
@@ -148,13 +133,6 @@ class ClaudeLauncher:
             ro_binds=tuple(dict.fromkeys((*runtime_ro_binds(), *python_binds(sys.executable)))),
             rw_binds=(io_dir,),
         )
-        launch = ClaudeLaunch(spec, io_dir, transcript_max_bytes=self.settings.agent_log_mb * MiB)
+        launch = BuiltinLaunch(spec, io_dir, transcript_max_bytes=self.settings.agent_log_mb * MiB)
         stack.push_async_callback(launch.collect)  # also when the agent is killed
         return launch
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (it holds the agent's gateway token)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)

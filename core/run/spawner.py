@@ -1,10 +1,10 @@
-"""The spawner: runs one agent through explicit stages.
+"""The spawner: runs one attempt of one agent through explicit stages.
 
-prepare workspace (cached clone + worktree) -> start the agent in its sandbox -> follow it
-(monitor, kill requests) -> finish (commit, gates, scan, conflict check, push) -> clean up.
-
-Every resource is registered on an ``AsyncExitStack`` as soon as it exists, so success, failure,
-kill and cancellation all release it. The spawner owns the instance's live-agent slots.
+workspace (cached clone + worktree) -> launch (the runtime's session in its sandbox) -> follow
+(monitor, activity, kill requests) -> finish (commit, gates, scan, conflict check, push) ->
+cleanup. One ``RunContext`` carries the attempt through the stages. Every resource is registered
+on an ``AsyncExitStack`` as soon as it exists, so success, failure, kill and cancellation all
+release it. The spawner owns the instance's live-agent slots; it never asks which runtime it holds.
 """
 
 from __future__ import annotations
@@ -13,44 +13,28 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.diskusage import DiskBudget
 from core.errors import AgentFailure, IllegalTransition, NotFound, OrchestratorError
-from core.finish import Finisher, FinishInput
-from core.git.secrets import mask_text
-from core.launch import AgentLauncher, SandboxPolicy
+from core.git.secrets import mask_data, mask_text
 from core.lifecycle import Lifecycle
 from core.logtail import last_line, tail_lines
-from core.models import AgentResult, AgentState, AgentStatus, Event, EventType, SpawnRequest
-from core.monitor import Monitor
+from core.models import AgentResult, AgentStatus, Event, EventType
 from core.paths import StatePaths
 from core.queue import GiveUp, RetryLater
+from core.run.context import RunContext
+from core.run.finish import Finisher
+from core.run.launch import SandboxPolicy
+from core.run.monitor import Monitor
+from core.run.runtimes.base import Runtimes
+from core.run.workspace import Workspace, WorkspaceManager
 from core.settings import CONFIG_DIR, Settings
 from core.store import StateStore
-from core.workspace import Workspace, WorkspaceManager
 from sandbox import Sandbox, SandboxError, SandboxProcess
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AgentRun:
-    """A live agent on this instance."""
-
-    agent_id: str
-    kill_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    process: SandboxProcess | None = None
-    failure: str | None = None
-    """Set by the monitor when it ends the agent (budget, stuck): the agent fails with it."""
-    kill_grace_s: float | None = None
-    """The grace of a requested kill (TERM to KILL); None: ``KILL_GRACE_S``."""
-    stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once the sandbox is killed and released (cgroup gone), or the run ended without one;
-    the worktree may still be being removed."""
 
 
 class Spawner:
@@ -62,7 +46,7 @@ class Spawner:
         lifecycle: Lifecycle,
         sandbox: Sandbox,
         workspaces: WorkspaceManager,
-        launcher: AgentLauncher,
+        runtimes: Runtimes,
         finisher: Finisher,
         paths: StatePaths,
         instance: str,
@@ -72,15 +56,15 @@ class Spawner:
         self.lifecycle = lifecycle
         self.sandbox = sandbox
         self.workspaces = workspaces
-        self.launcher = launcher
+        self.runtimes = runtimes
         self.finisher = finisher
         self.paths = paths
         self.instance = instance
-        self.live: dict[str, AgentRun] = {}
+        self.live: dict[str, RunContext] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_agents)
 
     # -- kill ----------------------------------------------------------------------------------
-    def request_kill(self, agent_id: str, *, grace_s: float | None = None) -> AgentRun | None:
+    def request_kill(self, agent_id: str, *, grace_s: float | None = None) -> RunContext | None:
         """Ask the agent's run to stop: TERM, then KILL after ``grace_s`` (default
         ``KILL_GRACE_S``; 0 kills at once). A later request may only shorten the grace."""
         run = self.live.get(agent_id)
@@ -90,10 +74,10 @@ class Spawner:
             run.kill_requested.set()
         return run
 
-    def _grace(self, run: AgentRun) -> float:
+    def _grace(self, run: RunContext) -> float:
         return self.settings.kill_grace_s if run.kill_grace_s is None else run.kill_grace_s
 
-    async def _stop(self, run: AgentRun, process: SandboxProcess) -> None:
+    async def _stop(self, run: RunContext, process: SandboxProcess) -> None:
         await process.kill(self._grace(run))
 
     async def wait_stopped(self, agent_id: str, timeout: float) -> bool:
@@ -116,10 +100,17 @@ class Spawner:
             await self._fail(agent_id, "task state missing")
             return {"skipped": "task state missing"}
         async with self._slots:
-            run = AgentRun(agent_id)
+            run = RunContext(
+                agent,
+                task.request,
+                attempt,
+                max_attempts,
+                self.paths.agent_dir(agent_id),
+                runtime=self.runtimes.name_for(agent.runtime or task.request.runtime),
+            )
             self.live[agent_id] = run
             try:
-                return await self._attempt(run, agent, task.request, attempt, max_attempts)
+                return await self._attempt(run)
             except (RetryLater, GiveUp, asyncio.CancelledError):
                 raise
             except Exception as exc:  # a bug must fail the agent, never leave it "running"
@@ -131,36 +122,37 @@ class Spawner:
                 run.stopped.set()
                 run.done.set()
 
-    async def _attempt(
-        self,
-        run: AgentRun,
-        agent: AgentState,
-        request: SpawnRequest,
-        attempt: int,
-        max_attempts: int,
-    ) -> dict[str, Any]:
+    async def _attempt(self, run: RunContext) -> dict[str, Any]:
+        agent = run.agent
         recovered = agent.status is AgentStatus.RUNNING
         await self.store.emit(
             Event(
                 type=EventType.TASK_STARTED,
                 agent_id=agent.agent_id,
                 task_id=agent.task_id,
-                data={"attempt": attempt, "instance": self.instance, "recovered": recovered},
+                data={
+                    "attempt": run.attempt,
+                    "instance": self.instance,
+                    "recovered": recovered,
+                    "runtime": run.runtime,
+                },
             )
         )
-        agent = await self.lifecycle.update(
-            agent.agent_id, lambda a: {"attempts": attempt, "instance": self.instance}
+        run.agent = agent = await self.lifecycle.update(
+            agent.agent_id,
+            lambda a: {"attempts": run.attempt, "instance": self.instance, "runtime": run.runtime},
         )
         async with contextlib.AsyncExitStack() as stack:
             try:
-                workspace = await self.workspaces.prepare(agent, request, stack)
-                process = await self._start(run, agent, request, workspace, stack)
+                run.workspace = await self.workspaces.prepare(agent, run.request, stack)
+                process = await self._launch(run, stack)
             except (AgentFailure, SandboxError, OrchestratorError) as exc:
                 stage = exc.stage if isinstance(exc, AgentFailure) else "sandbox"
                 message = exc.message if isinstance(exc, OrchestratorError) else str(exc)
-                return await self._attempt_failed(agent, stage, message, attempt, max_attempts)
+                return await self._attempt_failed(run, stage, message)
             if run.kill_requested.is_set():
                 return {"status": "killed"}
+            workspace = run.workspace
             try:
                 if recovered:
                     await self.lifecycle.update(
@@ -175,16 +167,14 @@ class Spawner:
                     )
             except (IllegalTransition, NotFound):
                 return {"status": "killed"}  # killed while starting; the stack cleans up
-            exit_code = await self._follow(run, agent, process, workspace)
+            exit_code = await self._follow(run, process, workspace)
             if run.kill_requested.is_set():
                 return {"status": "killed"}
-            return await self._until_killed(
-                run, self._finish(run, agent, request, workspace, process, exit_code)
-            )
+            return await self._until_killed(run, self._finish(run, process, exit_code))
 
     @staticmethod
     async def _until_killed(
-        run: AgentRun, stage: Coroutine[Any, Any, dict[str, Any]]
+        run: RunContext, stage: Coroutine[Any, Any, dict[str, Any]]
     ) -> dict[str, Any]:
         """Run a stage (gates, push...), abandoning it as soon as the agent is killed."""
         task = asyncio.ensure_future(stage)
@@ -200,75 +190,92 @@ class Spawner:
             await task
         return {"status": "killed"}
 
-    async def _start(
-        self,
-        run: AgentRun,
-        agent: AgentState,
-        request: SpawnRequest,
-        workspace: Workspace,
-        stack: contextlib.AsyncExitStack,
-    ) -> SandboxProcess:
-        agent_dir = self.paths.agent_dir(agent.agent_id)
-        await asyncio.to_thread(_fresh_log_dir, agent_dir)
+    async def _launch(self, run: RunContext, stack: contextlib.AsyncExitStack) -> SandboxProcess:
+        assert run.workspace is not None
+        workspace = run.workspace
+        await asyncio.to_thread(_fresh_log_dir, run.agent_dir)
         policy = SandboxPolicy.from_settings(
             self.settings,
             readonly=workspace.readonly_paths,
             hidden=[self.paths.root, self.paths.worktrees, Path.home(), CONFIG_DIR],
         )
-        launch = await self.launcher.prepare(
-            agent, request, worktree=workspace.path, agent_dir=agent_dir, policy=policy, stack=stack
+        runtime = self.runtimes.get(run.runtime)
+        run.launch = await runtime.prepare(
+            run.agent,
+            run.request,
+            worktree=workspace.path,
+            agent_dir=run.agent_dir,
+            policy=policy,
+            stack=stack,
         )
-        process = await self.sandbox.start(launch.spec)
+        stack.push_async_callback(run.launch.collect)  # once; also when the agent is killed
+        process = await self.sandbox.start(run.launch.spec)
         stack.callback(run.stopped.set)  # callbacks run in reverse: once the sandbox is released
         stack.push_async_callback(process.cleanup)
         stack.push_async_callback(self._stop, run, process)
         run.process = process
-        workspace.launch = launch
         return process
 
-    async def _follow(
-        self, run: AgentRun, agent: AgentState, process: SandboxProcess, workspace: Workspace
-    ) -> int:
+    async def _follow(self, run: RunContext, process: SandboxProcess, workspace: Workspace) -> int:
+        assert run.launch is not None
         waiter = asyncio.create_task(process.wait())
         killer = asyncio.create_task(run.kill_requested.wait())
         disk = DiskBudget(
             self.settings.sandbox_disk_mb,
             workspace.path,
             workspace.baseline,
-            private_dirs=workspace.launch.spec.rw_binds if workspace.launch else (),
+            private_dirs=run.launch.spec.rw_binds,
         )
-        monitor = Monitor(
-            self.settings, self.lifecycle, self.paths.agent_dir(agent.agent_id), disk=disk
-        )
-        watcher = asyncio.create_task(monitor.watch(agent.agent_id, process, run))
-        watcher.add_done_callback(lambda t: t.cancelled() or t.exception())
+        monitor = Monitor(self.settings, self.lifecycle, run.agent_dir, disk=disk)
+        watchers = [
+            asyncio.create_task(monitor.watch(run.agent_id, process, run)),
+            asyncio.create_task(
+                run.launch.follow(
+                    lambda tool, summary: self._activity(run, tool, summary),
+                    lambda session_id: self._session(run, session_id),
+                )
+            ),
+        ]
+        for watcher in watchers:
+            watcher.add_done_callback(_log_crash)
         try:
             await asyncio.wait({waiter, killer}, return_when=asyncio.FIRST_COMPLETED)
             if not waiter.done():
                 await process.kill(self._grace(run))
             return await waiter
         finally:
-            for task in (killer, watcher):
+            for task in (killer, *watchers):
                 task.cancel()
-            await asyncio.gather(killer, watcher, return_exceptions=True)
+            await asyncio.gather(killer, *watchers, return_exceptions=True)
             if not waiter.done():
                 waiter.cancel()
                 await asyncio.gather(waiter, return_exceptions=True)
 
+    async def _activity(self, run: RunContext, tool: str, summary: str) -> None:
+        """One tool call of the session: an ``agent.activity`` event (masked)."""
+        await self.store.emit(
+            Event(
+                type=EventType.AGENT_ACTIVITY,
+                agent_id=run.agent_id,
+                task_id=run.task_id,
+                data=mask_data({"tool": tool, "summary": summary}),
+            )
+        )
+
+    async def _session(self, run: RunContext, session_id: str) -> None:
+        """The runtime's session id: kept in the status so that a retry resumes it."""
+        await self.lifecycle.update(run.agent_id, lambda a: {"session_id": session_id})
+
     async def _finish(
-        self,
-        run: AgentRun,
-        agent: AgentState,
-        request: SpawnRequest,
-        workspace: Workspace,
-        process: SandboxProcess,
-        exit_code: int,
+        self, run: RunContext, process: SandboxProcess, exit_code: int
     ) -> dict[str, Any]:
-        agent_dir = self.paths.agent_dir(agent.agent_id)
+        assert run.launch is not None and run.workspace is not None
+        agent = run.agent
         stats = await process.stats()
-        assert workspace.launch is not None
-        outcome = workspace.launch.outcome(last_line(agent_dir / "stdout.log"))
-        result = AgentResult(exit_code=exit_code, branch=workspace.branch, usage=outcome.usage)
+        outcome = run.launch.outcome(
+            await asyncio.to_thread(last_line, run.agent_dir / "stdout.log")
+        )
+        result = AgentResult(exit_code=exit_code, branch=run.workspace.branch, usage=outcome.usage)
         error: str | None = None
         if run.failure:
             error = run.failure
@@ -277,22 +284,18 @@ class Spawner:
         elif exit_code != 0 and outcome.error:
             error = outcome.error if ":" in outcome.error else f"agent: {outcome.error}"
         elif exit_code != 0:
-            tail = " | ".join(tail_lines(agent_dir / "stderr.log", 3))
+            tail = " | ".join(await asyncio.to_thread(tail_lines, run.agent_dir / "stderr.log", 3))
             error = f"agent: exited with code {exit_code}" + (f": {tail[:500]}" if tail else "")
         else:
             try:
-                result = await self.finisher.finish(
-                    FinishInput(agent, request, workspace, outcome, result, process)
-                )
+                result = await self.finisher.finish(run, outcome, result)
             except AgentFailure as exc:
                 error = exc.message
                 result = exc.details if isinstance(exc.details, AgentResult) else result
         status = AgentStatus.FAILED if error else AgentStatus.COMPLETED
         error = mask_text(error) if error else None  # agent output and gate tails reach it
         headline = _headline(outcome.summary)
-        if result.pushed:
-            workspace.pushed = True
-        await workspace.launch.collect()
+        await run.launch.collect()  # the transcript is there when the state says final
         try:
             await self.lifecycle.transition(
                 agent.agent_id,
@@ -308,9 +311,8 @@ class Spawner:
             raise GiveUp(error)
         return {"status": status.value, "exitCode": exit_code}
 
-    async def _attempt_failed(
-        self, agent: AgentState, stage: str, message: str, attempt: int, max_attempts: int
-    ) -> dict[str, Any]:
+    async def _attempt_failed(self, run: RunContext, stage: str, message: str) -> dict[str, Any]:
+        agent, attempt, max_attempts = run.agent, run.attempt, run.max_attempts
         error = f"{stage}: {message}" if not message.startswith(f"{stage}:") else message
         error = mask_text(error)
         log.warning(
@@ -355,6 +357,11 @@ def _headline(text: str | None) -> str | None:
         if line.strip():
             return line.strip()[:500]
     return None
+
+
+def _log_crash(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("agent watcher failed", exc_info=task.exception())
 
 
 def _fresh_log_dir(agent_dir: Path) -> None:
