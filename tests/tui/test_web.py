@@ -1,0 +1,187 @@
+"""``mosaic-orchestrator web``: the guard, the key, and one real session over a real websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from core.models import AgentStatus
+from mosaic_tui.cli import main
+from mosaic_tui.web import WebConfig, page_url, serve_web
+from tests.spine.conftest import OrchestratorFactory
+from tests.tui.conftest import LONG_AGENT, request, until, wait_status
+
+KEY = "s3cret-web-key"
+NOWHERE = "http://127.0.0.1:9"  # the guard and the key are checked before any session starts
+
+
+@contextlib.asynccontextmanager
+async def web_server(
+    api_url: str = NOWHERE, api_key: str | None = KEY, **extra: object
+) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    config = WebConfig(api_url=api_url, api_key=api_key, port=0, **extra)  # type: ignore[arg-type]
+    async with serve_web(config) as runner, aiohttp.ClientSession() as http:
+        yield page_url(runner), http
+
+
+def bearer(key: str = KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_a_foreign_host_is_refused_on_every_route_and_the_websocket() -> None:
+    async with web_server() as (url, http):
+        for path in ("", "ws", "static/js/textual.js", f"?token={KEY}"):
+            async with http.get(url + path, headers={"Host": "evil.example:3002"}) as resp:
+                assert resp.status == 403, path
+                assert (await resp.json())["error"]["code"] == "forbidden_host"
+        # DNS rebinding: evil.example resolving to 127.0.0.1 still sends its own name
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "ws", headers={"Host": "evil.example", **bearer()})
+        assert refused.value.status == 403
+
+
+async def test_a_foreign_origin_cannot_open_the_websocket() -> None:
+    async with web_server(api_key=None) as (url, http):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "ws", origin="http://evil.example")
+        assert refused.value.status == 403
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "ws", origin="null")
+        assert refused.value.status == 403
+        async with http.get(url, headers={"Origin": "http://evil.example"}) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["error"]["code"] == "forbidden_origin"
+        async with http.get(url) as resp:  # no key configured: loopback is open
+            assert resp.status == 200
+
+
+async def test_with_a_key_the_page_the_assets_and_the_websocket_need_it() -> None:
+    async with web_server() as (url, http):
+        for path in ("", "ws", "static/js/textual.js", "?token=wrong", "?token="):
+            async with http.get(url + path, allow_redirects=False) as resp:
+                assert resp.status == 401, path
+                assert resp.headers["WWW-Authenticate"] == "Bearer"
+                assert "?token=" in (await resp.json())["error"]["message"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "ws")
+        assert refused.value.status == 401
+        async with http.get(url, headers=bearer("wrong")) as resp:
+            assert resp.status == 401
+        async with http.get(url, headers=bearer()) as resp:
+            assert resp.status == 200
+
+
+async def test_the_token_once_becomes_a_strict_http_only_cookie_and_leaves_the_url() -> None:
+    async with web_server() as (url, http):
+        async with http.get(f"{url}?fontsize=12&token={KEY}", allow_redirects=False) as resp:
+            assert resp.status == 303
+            assert resp.headers["Location"] == "/?fontsize=12"
+            port = url.rstrip("/").rsplit(":", 1)[1]
+            cookie = resp.cookies[f"mosaic_web_{port}"]
+            set_cookie = resp.headers["Set-Cookie"]
+        assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
+        assert cookie.value and KEY not in cookie.value  # a per-server secret, not the key
+        jar = {cookie.key: cookie.value}
+        async with http.get(url, cookies=jar) as resp:
+            assert resp.status == 200
+            page = await resp.text()
+            csp = resp.headers["Content-Security-Policy"]
+            assert resp.headers["X-Frame-Options"] == "DENY"
+        assert KEY not in page
+        host_port = url.removeprefix("http://").rstrip("/")
+        assert f'data-session-websocket-url="ws://{host_port}/ws"' in page
+        assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+        async with http.get(url + "static/js/textual.js", cookies=jar) as resp:
+            assert resp.status == 200
+        async with http.get(url, cookies={cookie.key: "forged"}) as resp:
+            assert resp.status == 401
+
+
+async def test_a_browser_session_is_an_attached_dashboard_holding_the_key_in_its_environment(
+    orchestrator_factory: OrchestratorFactory, origin: Path
+) -> None:
+    async with orchestrator_factory(
+        mosaic_agent_command=LONG_AGENT, orchestrator_api_key=KEY
+    ) as orch:
+        agent = (await orch.engine.spawn(request("T-webview", origin))).agent_id
+        await wait_status(orch.engine, agent, AgentStatus.RUNNING)
+        async with web_server(orch.url) as (url, http):
+            socket = await http.ws_connect(url + "ws?width=120&height=30", headers=bearer())
+            try:
+                screen = await _read_until(socket, b"T-webview")
+                assert b"running" in screen
+                sessions = _session_processes()
+                assert len(sessions) == 1
+                process = sessions[0]
+                assert KEY not in " ".join(process.cmdline())  # ps shows argv, not the env
+                assert process.environ()["ORCHESTRATOR_API_KEY"] == KEY
+                await socket.send_json(["ping", "p1"])
+                await socket.send_str("not json")  # dropped, the session carries on
+                await socket.send_json(["stdin", "q"])  # attached: q detaches at once
+                async with asyncio.timeout(15):
+                    while (await socket.receive()).type not in (
+                        aiohttp.WSMsgType.CLOSE,
+                        aiohttp.WSMsgType.CLOSED,
+                        aiohttp.WSMsgType.CLOSING,
+                    ):
+                        pass
+                await until(lambda: not process.is_running(), what="session process ends")
+            finally:
+                await socket.close()
+        assert _session_processes() == []
+        assert (await orch.engine.status(agent)).status is AgentStatus.RUNNING
+
+
+async def test_stopping_the_server_stops_open_sessions(
+    orchestrator_factory: OrchestratorFactory,
+) -> None:
+    async with orchestrator_factory(orchestrator_api_key=KEY) as orch:
+        async with web_server(orch.url) as (url, http):
+            socket = await http.ws_connect(url + "ws", headers=bearer())
+            await _read_until(socket, b"Mosaic")
+            assert len(_session_processes()) == 1
+        assert _session_processes() == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["web", "ftp://somewhere"], "must be like http://host:3001"),
+        (["web", "--port", "70000", "http://127.0.0.1:9"], "invalid web port 70000"),
+        (["web", "http://127.0.0.1:9"], "cannot reach the orchestrator"),
+    ],
+)
+def test_bad_web_arguments_get_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) in (1, 2)
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+async def _read_until(socket: aiohttp.ClientWebSocketResponse, needle: bytes) -> bytes:
+    screen = b""
+    async with asyncio.timeout(30):
+        while needle not in screen:
+            message = await socket.receive()
+            if message.type == aiohttp.WSMsgType.BINARY:
+                screen += message.data
+            elif message.type != aiohttp.WSMsgType.TEXT:
+                raise AssertionError(f"session ended early: {message!r}; saw {screen[-500:]!r}")
+    return screen
+
+
+def _session_processes() -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            argv = child.cmdline()
+            if "mosaic_tui" in argv and "attach" in argv:
+                found.append(child)
+    return found
