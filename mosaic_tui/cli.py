@@ -3,6 +3,7 @@
 mosaic-orchestrator               dashboard + engine + API in one process
 mosaic-orchestrator --headless    engine + API (service mode)
 mosaic-orchestrator attach URL    the dashboard against a remote orchestrator
+mosaic-orchestrator web [URL]     the dashboard in a browser (each session an attached dashboard)
 mosaic-orchestrator demo          a self-contained offline run with the scripted model
 mosaic-orchestrator scan PATH...  the secret scanner
 """
@@ -87,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     attach = sub.add_parser("attach", help="dashboard against a remote orchestrator")
     attach.add_argument("url")
     attach.add_argument("--token", default=os.environ.get("ORCHESTRATOR_API_KEY"))
+    web = sub.add_parser("web", help="the dashboard in a browser, on loopback by default")
+    web.add_argument("url", nargs="?", help="attach to this API (default: run it here too)")
+    web.add_argument("--port", dest="web_port", type=int, default=3002, help="default: 3002")
+    web.add_argument("--host", dest="web_host", default="127.0.0.1", help="default: 127.0.0.1")
+    web.add_argument("--token", dest="web_token", help="API key (default: ORCHESTRATOR_API_KEY)")
     demo = sub.add_parser("demo", help="offline demo with the scripted model")
     demo.add_argument("--headless", action="store_true", help="print the flow instead")
     sub.add_parser("scan", help="scan files, stdin or commits for secrets", add_help=False)
@@ -114,6 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(args.log_level)
         if args.command == "gc":
             return _gc(settings)
+        if args.command == "web":
+            from mosaic_tui.web import run_web_command
+
+            asyncio.run(
+                run_web_command(
+                    settings,
+                    url=args.url,
+                    host=args.web_host,
+                    port=args.web_port,
+                    token=args.web_token,
+                    until=_wait_for_stop_signal,
+                )
+            )
+            return 0
         if args.command == "demo":
             from mosaic_tui.demo import run_demo
 
