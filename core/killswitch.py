@@ -25,7 +25,8 @@ handled together, in three steps:
 3. audit: one record per agent and one for the kill-all, pipelined.
 
 It does not wait for the worktrees: each run keeps its agent's work and removes its worktree after
-its sandbox is gone, a few at a time (``core.run.workspace``), one at a time per repository (its lock);
+its sandbox is gone, a few at a time (``core.run.workspace``), one at a time per repository (its
+lock);
 the engine waits for them at shutdown.
 """
 

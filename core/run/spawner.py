@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from core.run.workspace import Workspace, WorkspaceManager
 from core.settings import CONFIG_DIR, Settings
 from core.store import StateStore
 from sandbox import Sandbox, SandboxError, SandboxProcess
+from sandbox.toolchains import path_directories, toolchain_binds
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,11 @@ class Spawner:
         self.instance = instance
         self.live: dict[str, RunContext] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_agents)
+        self.toolchains = toolchain_binds(
+            [*path_directories(os.environ.get("PATH")), *settings.sandbox_toolchains],
+            hidden=[paths.root, paths.worktrees, CONFIG_DIR],
+        )
+        """What every sandbox of this instance sees of the operator's toolchains."""
 
     # -- kill ----------------------------------------------------------------------------------
     def request_kill(self, agent_id: str, *, grace_s: float | None = None) -> RunContext | None:
@@ -198,6 +205,7 @@ class Spawner:
             self.settings,
             readonly=workspace.readonly_paths,
             hidden=[self.paths.root, self.paths.worktrees, Path.home(), CONFIG_DIR],
+            toolchains=self.toolchains,
         )
         runtime = self.runtimes.get(run.runtime)
         run.launch = await runtime.prepare(
