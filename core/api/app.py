@@ -81,6 +81,11 @@ async def agent_status(request: web.Request) -> web.Response:
     return answer(AgentView.of(await _engine(request).status(request.match_info["agent_id"])))
 
 
+async def agent_diff(request: web.Request) -> web.Response:
+    text = await _engine(request).diff(request.match_info["agent_id"])
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
 async def list_agents(request: web.Request) -> web.Response:
     given = request.query.getall("status", [])
     if len(given) > 1 or (given and given[0] not in STATUS_VALUES):
@@ -161,6 +166,7 @@ def create_app(
     app.router.add_get("/agents", list_agents)
     agent = "/agents/{agent_id:" + AGENT_ID_PATTERN.strip("^$") + "}"  # else 404, as unknown
     app.router.add_get(agent + "/status", agent_status)
+    app.router.add_get(agent + "/diff", agent_diff)
     app.router.add_post(agent + "/kill", kill)
     app.router.add_get("/queue/stats", queue_stats)
     app.router.add_post("/queue/pause", pause)

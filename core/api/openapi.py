@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from core.api.sse import EVENT_ID
+from core.git.diff import DIFF_MAX_BYTES
 from core.models import (
     AGENT_ID_PATTERN,
     AgentList,
@@ -214,6 +215,24 @@ def openapi_document(*, auth: bool, max_body_bytes: int = 1_048_576) -> dict[str
                 {
                     "200": _json(AgentView, "the agent"),
                     "404": agent_not_found,
+                    "503": VALKEY_DOWN,
+                },
+                auth=auth,
+                parameters=[AGENT_ID],
+            )
+        },
+        "/agents/{agentId}/diff": {
+            "get": _operation(
+                "agentDiff",
+                "The agent's change as a unified diff, secrets masked: a live agent's worktree "
+                "against its base, a finished one's pushed or kept commit",
+                {
+                    "200": {
+                        "description": "the diff (empty: a live agent changed nothing yet); a "
+                        f"diff larger than {DIFF_MAX_BYTES} bytes is cut and ends with a note",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "404": _error("no agent has this id, or it has no change to show"),
                     "503": VALKEY_DOWN,
                 },
                 auth=auth,
