@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from core.agent_diff import agent_diff
 from core.agents import ModelGateway, PriceTable, model_config_problem
 from core.engine_api import KillAllResult, QueueStats, SpawnResponse
 from core.errors import Conflict, NotFound, NotReady, ValidationFailed
@@ -277,6 +278,11 @@ class Engine:
 
     async def status(self, agent_id: str) -> AgentState:
         return await self.store.get_agent(agent_id)
+
+    async def diff(self, agent_id: str) -> str:
+        agent = await self.store.get_agent(agent_id)
+        task = await self.store.get_task(agent.task_id)
+        return await agent_diff(agent, task, self.spawner.paths)
 
     async def list_agents(self, status: AgentStatus | None = None) -> list[AgentState]:
         agents = await self.store.list_agents()
