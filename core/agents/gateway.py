@@ -13,6 +13,11 @@ request reserves its input tokens plus its ``max_tokens`` before it is forwarded
 lowered to what is left, a request with no room left is refused with 402 ``billing_error``), and
 the reservation is settled with the real usage; at most ``max_inflight`` requests of an agent are in
 flight (more wait in a bounded queue, then 429); ``count_tokens`` is rate-limited and counted.
+
+The upstream's rate limits are shared (``ratelimit.py``): a 429 or 529 holds every agent's
+requests until the time it gives, then the refused request is retried, so the agent only sees a
+slower answer; the refusal reaches the agent only when the hold would outlast the agent's deadline.
+Each limit episode is reported once to ``on_rate_limited``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +55,7 @@ from core.agents.admission import (
 from core.agents.errors import GatewayError
 from core.agents.httpserve import RunningServer, error_response, serve_unix
 from core.agents.prices import PriceTable
+from core.agents.ratelimit import LIMIT_STATUSES, SharedRateLimit
 from core.agents.usage import UsageMeter
 from core.models import Usage
 
@@ -76,6 +83,8 @@ FORWARD_RESPONSE_HEADERS = (
 )
 
 OnUsage = Callable[[str, Usage], Awaitable[None]]
+OnRateLimited = Callable[[datetime, float, int], Awaitable[None]]
+"""``(until, wait_s, status)``: called once when a rate-limit episode begins."""
 Outcome = Literal["aborted", "answered", "unreachable"]
 
 
@@ -106,6 +115,8 @@ class AgentEndpoint:
     usage: Usage = field(default_factory=Usage)
     count_calls: int = 0
     """``count_tokens`` requests forwarded (they are not model usage)."""
+    deadline: float | None = None
+    """The agent's wall-time end (``time.monotonic()``): no rate-limit hold is waited past it."""
     slots: Slots = field(default_factory=lambda: Slots(4, max_waiting=16, wait_s=300.0), repr=False)
     counts: RateLimit = field(default_factory=lambda: RateLimit(60, 10), repr=False)
     budget: TokenBudget = field(init=False, repr=False)
@@ -131,6 +142,8 @@ class ModelGateway:
         max_waiting: int = 16,
         wait_s: float = 300.0,
         count_tokens_per_min: int = 60,
+        on_rate_limited: OnRateLimited | None = None,
+        rate_limit: SharedRateLimit | None = None,
     ) -> None:
         configured = upstream or os.environ.get("ANTHROPIC_BASE_URL") or None
         problem = model_config_problem(api_key, configured)
@@ -147,6 +160,10 @@ class ModelGateway:
         self.count_tokens_per_min = count_tokens_per_min
         self._session: aiohttp.ClientSession | None = None
         self._endpoints: dict[str, AgentEndpoint] = {}
+        self.on_rate_limited = on_rate_limited
+        self.limits = rate_limit or SharedRateLimit()
+        self._refusal: tuple[int, bytes, dict[str, str]] | None = None
+        """The upstream's last 429/529 answer, replayed to an agent that cannot wait it out."""
 
     def __repr__(self) -> str:
         return f"ModelGateway(upstream={self.upstream!r}, agents={len(self._endpoints)})"
@@ -154,6 +171,16 @@ class ModelGateway:
     @property
     def endpoints(self) -> dict[str, AgentEndpoint]:
         return dict(self._endpoints)
+
+    @property
+    def rate_limited_until(self) -> datetime | None:
+        """When the upstream's rate limit ends (UTC), None when none holds."""
+        return self.limits.until
+
+    async def wait_clear(self, deadline: float | None = None) -> bool:
+        """Return once no rate limit holds (True), or at once (False) when the current hold would
+        outlast ``deadline`` (``time.monotonic()`` seconds; None: wait as long as it takes)."""
+        return await self.limits.wait(deadline)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -166,9 +193,17 @@ class ModelGateway:
 
     @contextlib.asynccontextmanager
     async def serve_agent(
-        self, agent_id: str, socket_dir: Path, token_budget: int | None
+        self,
+        agent_id: str,
+        socket_dir: Path,
+        token_budget: int | None,
+        deadline: float | None = None,
     ) -> AsyncIterator[AgentEndpoint]:
-        """Serve one agent on ``socket_dir/model.sock`` for the duration of the block."""
+        """Serve one agent on ``socket_dir/model.sock`` for the duration of the block.
+
+        ``deadline`` (``time.monotonic()`` seconds, e.g. start plus the agent's wall-time budget):
+        a rate-limit hold that would outlast it is not waited for; the agent gets the refusal.
+        """
         if agent_id in self._endpoints:
             raise GatewayError(f"agent {agent_id} already has a gateway socket")
         if token_budget is not None and token_budget <= 0:
@@ -193,6 +228,7 @@ class ModelGateway:
             token_budget,
             slots=Slots(self.max_inflight, max_waiting=self.max_waiting, wait_s=self.wait_s),
             counts=RateLimit(self.count_tokens_per_min, max(1, self.count_tokens_per_min // 6)),
+            deadline=deadline,
         )
         running: RunningServer | None = None
         self._endpoints[agent_id] = endpoint
@@ -228,11 +264,17 @@ class ModelGateway:
     # --- request handling -------------------------------------------------------------------
 
     def _authorized(self, endpoint: AgentEndpoint, request: BaseRequest) -> bool:
-        presented = request.headers.get("x-api-key", "")
-        auth = request.headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            presented = auth[7:].strip()
-        return bool(presented) and hmac.compare_digest(presented.encode(), endpoint.token.encode())
+        """The token as ``x-api-key`` (Claude Code, the SDKs' API key) or ``Authorization:
+        Bearer`` (an auth token); when both are sent, both must be the agent's."""
+        presented = [request.headers.get("x-api-key")]
+        auth = request.headers.get("authorization")
+        if auth is not None:
+            presented.append(auth[7:].strip() if auth[:7].lower() == "bearer " else "")
+        given = [p for p in presented if p is not None]
+        expected = endpoint.token.encode()
+        return bool(given) and all(
+            hmac.compare_digest(p.encode(errors="replace"), expected) for p in given
+        )
 
     async def _handle(self, endpoint: AgentEndpoint, request: BaseRequest) -> StreamResponse:
         if not self._authorized(endpoint, request):
@@ -273,6 +315,8 @@ class ModelGateway:
                 f"count_tokens is limited to {self.count_tokens_per_min} a minute for each agent",
                 retry_after=wait,
             )
+        if (refusal := await self._await_clear(endpoint)) is not None:
+            return refusal
         async with endpoint.slots.hold(endpoint.agent_id):
             body = await request.content.read(MAX_BODY_BYTES + 1)
             if len(body) > MAX_BODY_BYTES:
@@ -380,12 +424,26 @@ class ModelGateway:
             + (f"?{request.query_string}" if request.query_string else "")
         )
         meter = UsageMeter()
-        outcome: Outcome = "aborted"
+        outcome: Outcome = "answered"
         response: StreamResponse | None = None
         try:
-            async with self._client().post(
-                url, data=body, headers=self._upstream_headers(request)
-            ) as upstream:
+            while (refusal := await self._await_clear(endpoint)) is None:
+                outcome = "aborted"
+                upstream = await self._client().post(
+                    url, data=body, headers=self._upstream_headers(request)
+                )
+                if upstream.status not in LIMIT_STATUSES:
+                    self.limits.clear()
+                    break
+                async with upstream:
+                    data = await upstream.read()
+                outcome = "answered"
+                out_headers = _response_headers(upstream)
+                if not await self._limited(endpoint, upstream, data, out_headers):
+                    return Response(status=upstream.status, body=data, headers=out_headers)
+            else:
+                return refusal
+            async with upstream:  # the answer the loop stopped at
                 out_headers = _response_headers(upstream)
                 if upstream.content_type == "text/event-stream" and upstream.status == 200:
                     response = StreamResponse(status=upstream.status, headers=out_headers)
@@ -427,6 +485,47 @@ class ModelGateway:
                 await self._settle(
                     endpoint, str(parsed.get("model", "")), meter, reservation, outcome
                 )
+
+    async def _await_clear(self, endpoint: AgentEndpoint) -> Response | None:
+        """Wait out a shared rate-limit hold: None once clear, or the refusal to pass on when the
+        hold would outlast the agent's deadline."""
+        if await self.limits.wait(endpoint.deadline):
+            return None
+        log.info(
+            "gateway: agent %s's deadline comes before the rate limit ends; passing it on",
+            endpoint.agent_id,
+        )
+        status, body, headers = self._refusal or (429, b"", {})
+        response = Response(status=status, body=body, headers=headers)
+        if not body:
+            response = error_response(
+                429, "rate_limit_error", "the model is rate limited", retry=True
+            )
+        response.headers["retry-after"] = str(max(1, math.ceil(self.limits.remaining_s())))
+        return response
+
+    async def _limited(
+        self,
+        endpoint: AgentEndpoint,
+        upstream: aiohttp.ClientResponse,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> bool:
+        """Record the upstream's 429/529 for every agent; whether to retry after the hold."""
+        limited = self.limits.record(upstream.status, upstream.headers)
+        self._refusal = (upstream.status, body, headers)
+        log.info(
+            "gateway: upstream answered %s for agent %s; holding requests %.1fs",
+            upstream.status,
+            endpoint.agent_id,
+            limited.wait_s,
+        )
+        if limited.new_episode and self.on_rate_limited is not None:
+            try:
+                await self.on_rate_limited(limited.until, limited.wait_s, limited.status)
+            except Exception:
+                log.exception("gateway: on_rate_limited failed")
+        return not self.limits.outlasts(endpoint.deadline)
 
     async def _settle(
         self,

@@ -7,6 +7,11 @@ user message (the spawn request's ``instructions`` end up there) picks it, else 
 See ``core/agents/scripts.py`` for the script format.
 
     python -m core.agents.scripted --port 8765 [--host 127.0.0.1] [--scripts DIR] [--default NAME]
+        [--rate-limit SECONDS [--rate-limit-status 429|529] [--rate-limit-after N]]
+
+``server.rate_limit(seconds, status)`` makes it answer every request 429 (``rate_limit_error``) or
+529 (``overloaded_error``) with a ``retry-after`` for a while, as the API does when a limit is hit;
+the refusals are recorded in ``server.limited``.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import signal
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +50,30 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any
+
+
+@dataclass
+class LimitedAnswer:
+    """A request the server refused with 429/529 during a rate-limit window."""
+
+    path: str
+    status: int
+    retry_after: int | None
+    at: float
+    """``time.monotonic()`` when it was refused."""
+
+
+@dataclass
+class _Window:
+    seconds: float
+    status: int
+    retry_after: bool
+    after: int
+    """Begins once this many Messages requests have been answered (0: at once)."""
+    until: float | None = None
+
+
+LIMIT_KINDS = {429: "rate_limit_error", 529: "overloaded_error"}
 
 
 def _estimate_tokens(data: Any) -> int:
@@ -103,6 +134,10 @@ class ScriptedModelServer:
         """Stop an answer at the request's ``max_tokens`` as the API does (``stop_reason``
         ``max_tokens``); off by default, so that scripts play whole whatever the client asks."""
         self.requests: list[RecordedRequest] = []
+        self.limited: list[LimitedAnswer] = []
+        self.answered = 0
+        """Messages requests answered by a script (not refused, not ``count_tokens``)."""
+        self._windows: list[_Window] = []
         self._running: RunningServer | None = None
 
     @property
@@ -131,6 +166,37 @@ class ScriptedModelServer:
     ) -> None:
         await self.close()
 
+    def rate_limit(
+        self, seconds: float, status: int = 429, *, retry_after: bool = True, after: int = 0
+    ) -> None:
+        """Refuse every request with ``status`` (429 or 529) for ``seconds``, from now or from when
+        ``after`` more Messages requests have been answered; ``retry_after``: say when to retry
+        (whole seconds, as the API does) or give no hint."""
+        if status not in LIMIT_KINDS:
+            raise ValueError(f"a rate limit answers 429 or 529, not {status}")
+        if not 0 < seconds <= 3600 or after < 0:
+            raise ValueError("a rate limit lasts 0 < seconds <= 3600, after >= 0 answers")
+        self._windows.append(_Window(seconds, status, retry_after, self.answered + after))
+
+    def _refusal(self, path: str) -> Response | None:
+        """The 429/529 answer while a rate-limit window is open, else None."""
+        now = time.monotonic()
+        for window in self._windows:
+            if window.until is None and self.answered >= window.after:
+                window.until = now + window.seconds
+        self._windows = [w for w in self._windows if w.until is None or w.until > now]
+        open_ = [w for w in self._windows if w.until is not None]
+        if not open_:
+            return None
+        window = max(open_, key=lambda w: w.until or 0.0)
+        left = math.ceil((window.until or now) - now) if window.retry_after else None
+        self.limited.append(LimitedAnswer(path, window.status, left, now))
+        message = "rate limited (scripted)" if window.status == 429 else "overloaded (scripted)"
+        response = error_response(window.status, LIMIT_KINDS[window.status], message, retry=True)
+        if left is not None:
+            response.headers["retry-after"] = str(max(1, left))
+        return response
+
     def choose(self, messages: list[Any]) -> Script:
         match = MARKER.search(_first_user_text(messages))
         name = match.group(1) if match else self.default
@@ -148,6 +214,8 @@ class ScriptedModelServer:
         self.requests.append(
             RecordedRequest(request.method, request.path, dict(request.headers), body)
         )
+        if (refusal := self._refusal(request.path)) is not None:
+            return refusal
         if request.method != "POST":
             return error_response(
                 405, "invalid_request_error", f"method {request.method} not allowed"
@@ -167,6 +235,7 @@ class ScriptedModelServer:
             script = self.choose(body["messages"])
         except ScriptError as exc:
             return error_response(400, "invalid_request_error", exc.message)
+        self.answered += 1
         turn = sum(
             1 for m in body["messages"] if isinstance(m, dict) and m.get("role") == "assistant"
         )
@@ -254,6 +323,11 @@ async def _serve_forever(args: argparse.Namespace) -> int:
     try:
         scripts = load_scripts(Path(args.scripts) if args.scripts else None)
         server = ScriptedModelServer(scripts, default=args.default, host=args.host, port=args.port)
+        if args.rate_limit is not None:
+            server.rate_limit(args.rate_limit, args.rate_limit_status, after=args.rate_limit_after)
+    except ValueError as exc:
+        sys.stderr.write(f"scripted model: {exc}\n")
+        return 2
     except ScriptError as exc:
         sys.stderr.write(f"scripted model: {exc.message}\n")
         return 2
@@ -290,6 +364,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scripts", help="directory of *.json scripts (default: config/scripts)")
     parser.add_argument(
         "--default", default="worker-hello", help="script used without a [script:NAME] marker"
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="SECONDS",
+        help="refuse every request for SECONDS (429 with a retry-after), as a limited API does",
+    )
+    parser.add_argument(
+        "--rate-limit-status", type=int, choices=(429, 529), default=429, help="429 or 529"
+    )
+    parser.add_argument(
+        "--rate-limit-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="begin the rate limit once N Messages requests have been answered",
     )
     args = parser.parse_args(argv)
     return asyncio.run(_serve_forever(args))
