@@ -227,8 +227,8 @@ def address_problem(address: IPAddress) -> str | None:
         (address.is_loopback, "a loopback address"),
         (address.is_link_local, "a link-local address"),
         (address.is_multicast, "a multicast address"),
-        (address.is_private, "a private address"),
         (address.is_reserved, "a reserved address"),
+        (address.is_private, "a private address"),
         (not address.is_global, "not a globally routable address"),
     )
     for failed, what in checks:
