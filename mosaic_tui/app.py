@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -25,6 +26,7 @@ from core.engine_api import EngineAPI, KillAllResult, QueueStats, SpawnResponse
 from core.errors import NotFound, OrchestratorError
 from core.models import AgentState, Event
 from core.settings import Settings
+from mosaic_tui.alerts import KINDS, Alert, Alerts, desktop_escape
 from mosaic_tui.book import AgentBook
 from mosaic_tui.feed import EventFeed
 from mosaic_tui.format import Clock, short_id
@@ -45,9 +47,6 @@ log = logging.getLogger(__name__)
 W = TypeVar("W", bound=Widget)
 
 TICK_S = 0.15
-TABLE_INTERVAL_S = 0.5
-"""Background updates (events, clocks) redraw the agents table at most this often: each redraw
-of a DataTable costs tens of milliseconds on the shared event loop."""
 FULL_REFRESH_S = 2.0
 STATS_REFRESH_S = 1.0
 MAX_EVENTS_PER_TICK = 2000
@@ -65,9 +64,6 @@ class MosaicApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+c", "quit_dashboard", "Quit", show=False, priority=True)
     ]
-    CSS = """
-    Screen { background: $background; }
-    """
 
     def __init__(
         self,
@@ -77,8 +73,13 @@ class MosaicApp(App[None]):
         api_url: str | None = None,
         clock: Clock | None = None,
         start_after: str | None = "0-0",
+        desktop_notify: bool = False,
     ) -> None:
         super().__init__()
+        self.desktop_notify = desktop_notify
+        self.alerts = Alerts(since=datetime.now(UTC))
+        self.alerted: list[Alert] = []
+        self.bells = 0
         self.engine = engine
         self.local = local
         self.api_url = api_url
@@ -98,7 +99,7 @@ class MosaicApp(App[None]):
         self._last_full = 0.0
         self._last_stats = 0.0
         self._last_age = 0.0
-        self._last_table = 0.0
+        self._queue_shown: tuple[object, ...] = ()
         self._full_wanted = True
         self._stats_wanted = True
 
@@ -130,8 +131,8 @@ class MosaicApp(App[None]):
         if now - self._last_age >= 1.0:
             self._last_age = now
             self._dirty = True
-        if self._dirty and now - self._last_table >= TABLE_INTERVAL_S:
-            self.refresh_table()  # background changes; key actions refresh at once
+        if self._dirty:
+            self.refresh_table()  # repaints only the rows that changed
         if not self._fetching:
             self._maybe_fetch(now)
 
@@ -150,6 +151,9 @@ class MosaicApp(App[None]):
                     del story[: HISTORY_PER_AGENT // 2]
                 if self.book.apply_event(event):
                     self._to_fetch.add(event.agent_id)
+                alert = self.alerts.check(event)
+                if alert is not None:
+                    self.alert(alert)
             if event.type.value.startswith(("queue.", "task.", "killswitch.")) or (
                 event.type.value in ("agent.completed", "agent.failed", "agent.killed")
             ):
@@ -168,7 +172,6 @@ class MosaicApp(App[None]):
 
     def refresh_table(self) -> None:
         self._dirty = False
-        self._last_table = time.monotonic()
         table = self._find(AgentsTable)
         if table is None:
             return
@@ -181,7 +184,11 @@ class MosaicApp(App[None]):
         if panel is not None:
             problem = self.feed.problem or self.stats_problem
             wide = self.dashboard.wide
-            panel.show(self.stats, self.book.counts(), wide=wide, problem=problem)
+            counts = self.book.counts()
+            shown = (self.stats, tuple(counts.values()), wide, problem)
+            if shown != self._queue_shown:  # an update lays the screen out again: only on change
+                self._queue_shown = shown
+                panel.show(self.stats, counts, wide=wide, problem=problem)
 
     def _find(self, widget_type: type[W]) -> W | None:
         """A dashboard widget, or None while the screen is not (or no longer) mounted."""
@@ -242,6 +249,27 @@ class MosaicApp(App[None]):
         if pane is not None:
             pane.note(message, style)
 
+    def alert(self, alert: Alert) -> None:
+        """Tell the operator: a toast, the terminal bell, and a desktop notification if enabled."""
+        self.alerted.append(alert)
+        del self.alerted[:-100]
+        self.notify(
+            alert.message, title=alert.title, severity=alert.severity, timeout=8, markup=False
+        )
+        self.bell()
+        if self.desktop_notify:
+            self.send_escape(desktop_escape(alert))
+
+    def bell(self) -> None:
+        self.bells += 1
+        super().bell()
+
+    def send_escape(self, sequence: str) -> None:
+        """Write a terminal escape sequence as-is (as ``App.bell`` writes BEL)."""
+        driver = self._driver
+        if not self.is_headless and driver is not None:
+            driver.write(sequence)
+
     def _fail(self, what: str, exc: BaseException) -> None:
         text = f"{what} failed: {_message(exc)}"
         self.note(text, "bold red")
@@ -285,6 +313,7 @@ class MosaicApp(App[None]):
 
         def answered(yes: bool | None) -> None:
             if yes:
+                self.alerts.own_kill(agent.agent_id)
                 self.run_worker(self._kill(agent), group="kill")
             else:
                 self.notify("Kill cancelled.", timeout=2)
@@ -306,6 +335,8 @@ class MosaicApp(App[None]):
     def confirm_kill_all(self) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
+                live = [a.agent_id for a in self.book.agents.values() if not a.status.final]
+                self.alerts.own_kill(*live)
                 self.run_worker(self._kill_all(), group="kill")
             else:
                 self.notify("Kill all cancelled.", timeout=2)
@@ -370,6 +401,17 @@ class MosaicApp(App[None]):
                 ],
             ),
             ("Anywhere", [("ctrl+p", "Command palette"), ("ctrl+c", "Quit")]),
+            (
+                "Alerts: a toast and the terminal bell when",
+                [
+                    *KINDS,
+                    (
+                        "desktop",
+                        "also a desktop notification (OSC 777/9): "
+                        + ("on" if self.desktop_notify else "off; --desktop-notify turns it on"),
+                    ),
+                ],
+            ),
         ]
 
     def action_help(self) -> None:

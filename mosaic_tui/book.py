@@ -1,7 +1,9 @@
 """The dashboard's picture of the agents: latest states, CPU samples, filter and sort order.
 
 Pure data (no Textual): the table widget renders what the book says, so sorting, filtering and
-row contents are tested without a screen.
+row contents are tested without a screen. The shown order is kept incrementally (``SortedRows``):
+an update moves only the agent it is about, and the book remembers which agents changed so the
+table repaints only their rows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from rich.text import Text
 
 from core.models import AgentState, AgentStatus, Event, EventType
 from mosaic_tui.format import (
+    activity_text,
     age,
     one_line,
     short_id,
@@ -23,6 +26,7 @@ from mosaic_tui.format import (
     status_text,
     tokens_cost,
 )
+from mosaic_tui.rows import SortedRows
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,10 @@ COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 DEFAULT_DESCENDING = {"age"}
 
 
-class AgentIdText(Text):
-    """The ID cell: shows the short id, remembers the full one (so the table can sort by rank)."""
+COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
 
-    def __init__(self, agent_id: str) -> None:
-        super().__init__(short_id(agent_id), style="dim")
-        self.agent_id = agent_id
+Cell = tuple[str, str, bool]
+"""One cell as the table draws it: text, Rich style, right-justified."""
 
 
 class AgentBook:
@@ -75,11 +77,70 @@ class AgentBook:
         self.agents: dict[str, AgentState] = {}
         self.activity: dict[str, str] = {}
         self.tails: dict[str, deque[str]] = {}
-        self.filter_text = ""
-        self.sort_column = "age"
-        self.descending = True
+        self.rows = SortedRows()
+        self.changed: set[str] = set()
+        """Agents whose row may read differently since the table last looked (``take_changed``)."""
+        self._filter_text = ""
+        self._terms: list[str] = []
+        self._sort_column = "age"
+        self._descending = True
         self._cpu_prev: dict[str, tuple[float, float]] = {}
         self._cpu_pct: dict[str, float] = {}
+
+    # -- sort and filter (a change rebuilds the order once) ------------------------------------
+    @property
+    def filter_text(self) -> str:
+        return self._filter_text
+
+    @filter_text.setter
+    def filter_text(self, text: str) -> None:
+        if text != self._filter_text:
+            self._filter_text = text
+            self._terms = text.lower().split()
+            self._rebuild()
+
+    @property
+    def sort_column(self) -> str:
+        return self._sort_column
+
+    @sort_column.setter
+    def sort_column(self, key: str) -> None:
+        if key not in COLUMN_BY_KEY:
+            raise ValueError(f"no column {key!r}")
+        if key != self._sort_column:
+            self._sort_column = key
+            self._rebuild()
+
+    @property
+    def descending(self) -> bool:
+        return self._descending
+
+    @descending.setter
+    def descending(self, value: bool) -> None:
+        if value != self._descending:
+            self._descending = value
+            self.rows.version += 1  # the same list, read from the other end
+
+    def _sort_value(self, agent: AgentState) -> Any:
+        return COLUMN_BY_KEY[self._sort_column].sort_key(agent, self)
+
+    def _rebuild(self) -> None:
+        self.rows.rebuild(
+            (a.agent_id, self._sort_value(a)) for a in self.agents.values() if self.matches(a)
+        )
+
+    def _place(self, agent_id: str) -> None:
+        """Re-rank one agent after a change (O(log n)); remember to repaint its row."""
+        agent = self.agents.get(agent_id)
+        if agent is None or not self.matches(agent):
+            self.rows.remove(agent_id)
+        else:
+            self.rows.place(agent_id, self._sort_value(agent))
+        self.changed.add(agent_id)
+
+    def take_changed(self) -> set[str]:
+        changed, self.changed = self.changed, set()
+        return changed
 
     # -- updates ---------------------------------------------------------------------------
     def upsert(self, agent: AgentState) -> bool:
@@ -89,14 +150,17 @@ class AgentBook:
             return False  # an older read raced a newer one
         self._sample_cpu(agent)
         if agent.last_output:
-            self.activity[agent.agent_id] = one_line(agent.last_output, 200)
             tail = self.tails.setdefault(agent.agent_id, deque(maxlen=200))
             if not tail or tail[-1] != agent.last_output:
                 tail.append(agent.last_output)
+                self.activity[agent.agent_id] = one_line(agent.last_output, 200)
         elif agent.error and agent.status.final:
             self.activity[agent.agent_id] = one_line(agent.error, 200)
         self.agents[agent.agent_id] = agent
-        return old is None or old != agent
+        fresh = old is None or old != agent
+        if fresh:
+            self._place(agent.agent_id)
+        return fresh
 
     def replace_all(self, agents: Iterable[AgentState]) -> None:
         fresh = {a.agent_id: a for a in agents}
@@ -106,6 +170,8 @@ class AgentBook:
             self.upsert(agent)
 
     def forget(self, agent_id: str) -> None:
+        self.rows.remove(agent_id)
+        self.changed.discard(agent_id)
         self.agents.pop(agent_id, None)
         self.activity.pop(agent_id, None)
         self.tails.pop(agent_id, None)
@@ -119,7 +185,9 @@ class AgentBook:
         """
         if not event.agent_id:
             return False
-        if event.type is not EventType.TASK_QUEUED:
+        if event.type is EventType.AGENT_ACTIVITY:
+            self.activity[event.agent_id] = one_line(activity_text(event.data), 200)
+        elif event.type is not EventType.TASK_QUEUED:
             self.activity[event.agent_id] = one_line(
                 f"{event.type.value} {_event_hint(event)}".strip(), 200
             )
@@ -128,7 +196,7 @@ class AgentBook:
             return True
         status = (event.data or {}).get("status")
         if event.type.value.startswith("agent.") and status in AgentStatus._value2member_map_:
-            new = AgentStatus(status)
+            new = AgentStatus(str(status))
             if new != agent.status and not agent.status.final:
                 changes: dict[str, Any] = {"status": new}
                 if new is AgentStatus.RUNNING:
@@ -136,7 +204,8 @@ class AgentBook:
                 if new.final:
                     changes["completed_at"] = event.timestamp
                 self.agents[agent.agent_id] = agent.model_copy(update=changes)
-        return event.type.value.startswith("agent.")
+        self._place(agent.agent_id)
+        return event.type.value.startswith("agent.") and event.type is not EventType.AGENT_ACTIVITY
 
     def _sample_cpu(self, agent: AgentState) -> None:
         res = agent.resources or {}
@@ -158,7 +227,7 @@ class AgentBook:
 
     # -- view --------------------------------------------------------------------------------
     def matches(self, agent: AgentState) -> bool:
-        terms = self.filter_text.lower().split()
+        terms = self._terms
         if not terms:
             return True
         hay = " ".join(
@@ -167,11 +236,14 @@ class AgentBook:
         return all(term in hay for term in terms)
 
     def visible(self) -> list[AgentState]:
-        column = next(c for c in COLUMNS if c.key == self.sort_column)
-        shown = [a for a in self.agents.values() if self.matches(a)]
-        shown.sort(key=lambda a: a.agent_id)  # a stable tie-break
-        shown.sort(key=lambda a: column.sort_key(a, self), reverse=self.descending)
-        return shown
+        """The shown agents, in the shown order (ties read by id, reversed when descending)."""
+        return [self.agents[i] for i in self.rows.ids(descending=self._descending)]
+
+    def shown_at(self, index: int) -> str:
+        return self.rows.at(index, descending=self._descending)
+
+    def index_of(self, agent_id: str) -> int | None:
+        return self.rows.index(agent_id, descending=self._descending)
 
     def cycle_sort(self) -> str:
         index = (COLUMN_KEYS.index(self.sort_column) + 1) % len(COLUMN_KEYS)
@@ -182,20 +254,22 @@ class AgentBook:
     def reverse_sort(self) -> None:
         self.descending = not self.descending
 
-    def row(self, agent: AgentState, now: datetime) -> dict[str, Any]:
+    def row(self, agent: AgentState, now: datetime) -> tuple[Cell, ...]:
+        """The row's cells, in ``COLUMNS`` order."""
         cpu = self.cpu_percent(agent.agent_id)
         mem = (agent.resources or {}).get("memory_bytes") if not agent.status.final else None
-        return {
-            "id": AgentIdText(agent.agent_id),
-            "task": Text(agent.task_id, style="bold"),
-            "status": status_text(agent.status),
-            "type": Text(agent.agent_type.value),
-            "age": Text(age(agent, now)),
-            "cpu": Text("-" if cpu is None else f"{cpu:.0f}%", justify="right"),
-            "mem": Text(size(mem) if mem is not None else "-", justify="right"),
-            "tokens": Text(tokens_cost(agent), justify="right"),
-            "activity": Text(one_line(self.activity.get(agent.agent_id), 48), style="dim"),
-        }
+        status: Text = status_text(agent.status)
+        return (
+            (short_id(agent.agent_id), "dim", False),
+            (agent.task_id, "bold", False),
+            (status.plain, str(status.style), False),
+            (agent.agent_type.value, "", False),
+            (age(agent, now), "", False),
+            ("-" if cpu is None else f"{cpu:.0f}%", "", True),
+            (size(mem) if mem is not None else "-", "", True),
+            (tokens_cost(agent), "", True),
+            (one_line(self.activity.get(agent.agent_id), 200), "dim", False),
+        )
 
     def counts(self) -> dict[AgentStatus, int]:
         tally = dict.fromkeys(AgentStatus, 0)

@@ -6,6 +6,7 @@ Everything here is pure (no Textual), so the table, the detail view and the even
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rich.text import Text
 
@@ -33,6 +34,8 @@ EVENT_STYLE: dict[str, str] = {
     "killswitch.activated": "bold magenta",
     "queue.paused": "yellow",
     "queue.resumed": "yellow",
+    "agent.activity": "blue",
+    "model.rate_limited": "yellow",
 }
 
 
@@ -143,10 +146,30 @@ def event_text(event: Event, clock: Clock) -> Text:
     return line
 
 
+def activity_text(data: dict[str, Any] | None) -> str:
+    """An ``agent.activity`` event as the operator reads it: ``tool: summary``."""
+    data = data or {}
+    tool = str(data.get("tool") or "?")
+    summary = " ".join(str(data.get("summary") or "").split())
+    return f"{tool}: {summary}" if summary else tool
+
+
+def rate_limit_text(data: dict[str, Any] | None) -> str:
+    """A ``model.rate_limited`` event: how long the agent waits."""
+    wait = (data or {}).get("waitS")
+    if isinstance(wait, int | float) and not isinstance(wait, bool):
+        return f"rate-limited, waiting {duration(float(wait))}"
+    return "rate-limited"
+
+
 def event_detail(event: Event) -> str:
     data = event.data or {}
     if event.type is EventType.KILLSWITCH_ACTIVATED:
         return f"kill {data.get('scope', 'all')} by {data.get('by', '?')}"
+    if event.type is EventType.AGENT_ACTIVITY:
+        return one_line(activity_text(data), 120)
+    if event.type is EventType.MODEL_RATE_LIMITED:
+        return rate_limit_text(data)
     parts: list[str] = []
     for key in ("gate", "name", "reason", "error", "by", "branch", "commit", "message", "summary"):
         value = data.get(key)

@@ -1,4 +1,11 @@
-"""Confirmations: kill one agent, kill all (type KILL), quit the local orchestrator."""
+"""Confirmations: kill one agent, kill all (type KILL), quit the local orchestrator.
+
+Each is a ``Dialog``: a box centred over the dimmed screen behind it, so the operator still sees
+what they are about to kill. Textual scopes a class's ``DEFAULT_CSS`` to that class: a rule is
+prefixed with the class's type name unless its selector starts with it. So the rules name
+``Dialog`` first (a bare ``ModalScreen { align: ... }`` became ``Dialog ModalScreen``, which
+matches nothing), and subclasses match ``Dialog`` as a type.
+"""
 
 from __future__ import annotations
 
@@ -16,22 +23,25 @@ from mosaic_tui.format import short_id, status_text
 
 KILL_WORD = "KILL"
 
-DIALOG_CSS = """
-ModalScreen { align: center middle; background: $background 60%; }
-.dialog {
-    width: 64; max-width: 95%; height: auto; padding: 1 2;
-    border: thick $error; background: $surface;
-}
-.dialog .title { text-style: bold; color: $error; margin-bottom: 1; }
-.dialog .hint { color: $text-muted; margin-top: 1; }
-.dialog .problem { color: $error; text-style: bold; height: auto; }
-.dialog Horizontal { height: auto; margin-top: 1; align-horizontal: right; }
-.dialog Button { margin-left: 1; }
-"""
+
+class Dialog(ModalScreen[bool]):
+    """A modal question: centred, over the dimmed screen it was asked from."""
+
+    DEFAULT_CSS = """
+    Dialog { align: center middle; background: $background 60%; }
+    Dialog > .dialog {
+        width: 64; max-width: 95%; height: auto; max-height: 100%; padding: 1 2;
+        border: thick $error; background: $surface;
+    }
+    Dialog .title { text-style: bold; color: $error; margin-bottom: 1; }
+    Dialog .hint { color: $text-muted; margin-top: 1; }
+    Dialog .problem { color: $error; text-style: bold; height: auto; }
+    Dialog .buttons { height: auto; margin-top: 1; align-horizontal: right; }
+    Dialog .buttons Button { margin-left: 1; }
+    """
 
 
-class _YesNo(ModalScreen[bool]):
-    DEFAULT_CSS = DIALOG_CSS
+class _YesNo(Dialog):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n", "answer(False)", "No"),
@@ -45,7 +55,7 @@ class _YesNo(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield from self.body()
-            with Horizontal():
+            with Horizontal(classes="buttons"):
                 yield Button("Cancel (n/Esc)", id="no")
                 yield Button(self.yes_label, id="yes", variant="error")
 
@@ -105,10 +115,9 @@ class ConfirmQuit(_YesNo):
         )
 
 
-class ConfirmKillAll(ModalScreen[bool]):
+class ConfirmKillAll(Dialog):
     """Kill every agent: only typing KILL and Enter confirms, so no stray key can do it."""
 
-    DEFAULT_CSS = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, live: int) -> None:

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input
+from textual.widgets import Footer, Header, Input
 
 from mosaic_tui.widgets import AgentsTable, EventsPane, QueuePanel
 
@@ -98,9 +98,9 @@ class DashboardScreen(Screen[None]):
         if agent_id is not None:
             self.mosaic.open_details(agent_id)
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    def on_agents_table_selected(self, event: AgentsTable.Selected) -> None:
         event.stop()
-        self.mosaic.open_details(str(event.row_key.value))
+        self.mosaic.open_details(event.agent_id)
 
     def action_toggle_pause(self) -> None:
         self.mosaic.toggle_pause()

@@ -1,145 +1,285 @@
-"""The agents table: renders the ``AgentBook`` incrementally.
+"""The agents table: a line-API widget that draws only the rows on screen.
 
-``sync`` diffs what the book shows against what the table holds: it adds and removes rows,
-rewrites only the cells whose text changed (``update_cell``) and reorders rows in place
-(``DataTable.sort``) instead of rebuilding, so a refresh of 200 agents stays cheap.
+The ``AgentBook`` keeps the sorted, filtered order (``SortedRows``); this widget keeps no rows
+of its own. ``render_line`` asks the book which agent sits at a screen line and draws it from a
+per-agent cache of strips (keyed by what the cells say), so a repaint of an unchanged row costs
+a dictionary lookup. ``sync`` repaints the whole viewport only when the order changed (or the
+clock moved the ages); otherwise it repaints just the lines of the agents that changed. Line 0 is
+the header and never scrolls away. No Textual internals are touched: ``ScrollView`` plus
+``render_line`` is the public line API.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from collections import Counter
+from datetime import UTC, datetime
+from typing import ClassVar
 
-from rich.text import Text
-from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, RowKey
+from rich.cells import set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
-from mosaic_tui.book import COLUMNS, AgentBook
+from mosaic_tui.book import COLUMNS, AgentBook, Cell
 
-TICKING = frozenset({"age", "cpu"})
-"""Columns that change with the clock alone: off-screen rows skip those updates."""
+PAD = 1
+MIN_LAST = 20
+"""The last column (activity) takes the width left over, at least this much."""
 
 
-class AgentsTable(DataTable[Any]):
+class AgentsTable(ScrollView, can_focus=True):
     DEFAULT_CSS = """
-    AgentsTable { height: 1fr; }
+    AgentsTable {
+        height: 1fr;
+        background: $surface;
+        color: $foreground;
+        &:focus { background-tint: $foreground 5%; }
+        & > .agents-table--header { text-style: bold; background: $panel; color: $foreground; }
+        & > .agents-table--even { background: $surface-lighten-1 50%; }
+        &:dark > .agents-table--even { background: $surface-darken-1 40%; }
+        & > .agents-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .agents-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+    }
     """
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "agents-table--header",
+        "agents-table--even",
+        "agents-table--cursor",
+    }
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "first", "First", show=False),
+        Binding("end", "last", "Last", show=False),
+    ]
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
-        self._shown: dict[str, dict[str, tuple[str, str]]] = {}
-        self._order: list[str] = []
-        self._labels: tuple[str, bool] | None = None
-        self._stale: set[RowKey] = set()
-        self._batching = False
+    class Selected(Message):
+        """The operator chose a row (a click on the highlighted row)."""
 
-    def on_mount(self) -> None:
-        for column in COLUMNS:
-            self.add_column(column.label, key=column.key, width=column.width)
+        def __init__(self, agent_id: str) -> None:
+            super().__init__()
+            self.agent_id = agent_id
 
-    def update_cell(
-        self,
-        row_key: RowKey | str,
-        column_key: ColumnKey | str,
-        value: Any,
-        *,
-        update_width: bool = False,
-    ) -> None:
-        """``DataTable.update_cell`` without its global cache reset.
+    def __init__(self, *, name: str | None = None, id: str | None = None) -> None:
+        super().__init__(name=name, id=id)
+        self.book = AgentBook()
+        self.now = datetime.now(UTC)
+        self.cursor_row = 0
+        self._selected: str | None = None
+        self._version = -1
+        self._now_text = ""
+        self._labels: tuple[str, bool] = ("", False)
+        self._widths: list[int] = []
+        self._strips: dict[str, tuple[tuple[Cell, ...], int, Strip]] = {}
+        self.built: Counter[str] = Counter()
+        """How often each agent's row was drawn afresh (a cache miss): what tests count."""
 
-        Textual's table invalidates every cached cell and line on any cell update, so each
-        update re-renders the whole visible table (tens of ms for 200 agents on the shared event
-        loop). Here only the changed row's cached renders are dropped (pinned textual 8.2.8).
-        """
-        row = row_key if isinstance(row_key, RowKey) else RowKey(row_key)
-        column = column_key if isinstance(column_key, ColumnKey) else ColumnKey(column_key)
-        if update_width or row not in self._row_locations or column not in self._column_locations:
-            super().update_cell(row_key, column_key, value, update_width=update_width)
-            return
-        self._data[row][column] = value
-        self._stale.add(row)
-        if not self._batching:
-            self._evict_stale()
-        self.refresh()
-
-    def _evict_stale(self) -> None:
-        """Drop the cached renders of the rows changed since the last call (one pass)."""
-        rows, self._stale = self._stale, set()
-        if not rows:
-            return
-        indexes = {self._row_locations.get(row) for row in rows}
-        cells, lines = self._cell_render_cache, self._row_render_cache
-        for cell_key in [k for k in cells.keys() if k[0] in rows]:  # noqa: SIM118 (LRUCache)
-            cells.discard(cell_key)
-        for line_key in [k for k in lines.keys() if k[0] in rows]:  # noqa: SIM118
-            lines.discard(line_key)
-        renderables = self._row_renderable_cache
-        for key in [k for k in renderables.keys() if k[1] in indexes]:  # noqa: SIM118
-            renderables.discard(key)
-        self._line_cache.clear()
-
+    # -- what is shown -------------------------------------------------------------------------
     @property
-    def selected_agent_id(self) -> str | None:
-        if not self.row_count or not self.is_valid_row_index(self.cursor_row):
-            return None
-        return str(self.ordered_rows[self.cursor_row].key.value)
+    def row_count(self) -> int:
+        return len(self.book.rows)
 
     @property
     def shown_ids(self) -> list[str]:
-        return list(self._order)
+        return self.book.rows.ids(descending=self.book.descending)
 
-    def select(self, agent_id: str) -> None:
-        if agent_id in self._shown:
-            self.move_cursor(row=self.get_row_index(agent_id))
+    @property
+    def selected_agent_id(self) -> str | None:
+        if not self.row_count:
+            return None
+        return self.book.shown_at(min(self.cursor_row, self.row_count - 1))
+
+    def row_texts(self, index: int) -> list[str]:
+        """The plain text of the cells of row ``index`` (as drawn, before cropping)."""
+        agent = self.book.agents[self.book.shown_at(index)]
+        return [text for text, _, _ in self.book.row(agent, self.now)]
+
+    # -- keeping up with the book --------------------------------------------------------------
+    def sync(self, book: AgentBook, now: datetime) -> None:
+        """Show what ``book`` says now: repaint the viewport if the order (or the clock) moved,
+        else only the lines of the agents that changed."""
+        self.book, self.now = book, now
+        changed = book.take_changed()
+        for agent_id in changed:
+            if agent_id not in book.agents:
+                self._strips.pop(agent_id, None)
+        tick = now.strftime("%Y%m%d%H%M%S")
+        height = len(book.rows) + 1
+        if self.virtual_size.height != height:
+            self.virtual_size = Size(self._table_width(), height)
+        if book.rows.version != self._version or tick != self._now_text:
+            self._version, self._now_text = book.rows.version, tick
+            self._follow_selection()
+            self.refresh()
+            return
+        top = round(self.scroll_offset.y)
+        for agent_id in changed:
+            index = book.index_of(agent_id)
+            if index is not None and top <= index < top + self._body_height():
+                self.refresh(Region(0, index - top + 1, self.size.width, 1))
 
     def set_sort_labels(self, sort_column: str, descending: bool) -> None:
-        if self._labels == (sort_column, descending):
+        if self._labels != (sort_column, descending):
+            self._labels = (sort_column, descending)
+            self.refresh(Region(0, 0, self.size.width, 1))
+
+    def _follow_selection(self) -> None:
+        """Keep the cursor on the selected agent when rows move, else on the same line."""
+        count = self.row_count
+        if not count:
+            self.cursor_row = 0
             return
-        self._labels = (sort_column, descending)
-        arrow = "▼" if descending else "▲"
-        for column in COLUMNS:
-            label = f"{column.label}{arrow}" if column.key == sort_column else column.label
-            self.columns[column.key].label = Text(label, style="bold" if arrow in label else "")
-        self._require_update_dimensions = True
-        self.refresh()
+        index = self.book.index_of(self._selected) if self._selected else None
+        if index is None:
+            index = min(self.cursor_row, count - 1)
+            self._selected = self.book.shown_at(index)
+        if index != self.cursor_row:
+            self.cursor_row = index
+            self._scroll_to_cursor()
 
-    def sync(self, book: AgentBook, now: datetime) -> None:
-        self._batching = True
-        try:
-            self._sync(book, now)
-        finally:
-            self._batching = False
-            self._evict_stale()
+    def _body_height(self) -> int:
+        """How many rows fit under the header (less a horizontal scrollbar, if shown)."""
+        return max(1, self.scrollable_content_region.height - 1)
 
-    def _sync(self, book: AgentBook, now: datetime) -> None:
-        selected = self.selected_agent_id
-        visible = book.visible()
-        wanted = [a.agent_id for a in visible]
-        keep = set(wanted)
-        for gone in [aid for aid in self._shown if aid not in keep]:
-            self.remove_row(gone)
-            del self._shown[gone]
+    def _scroll_to_cursor(self) -> bool:
+        """Scroll so the cursor's row is on screen; answers whether it scrolled."""
+        body = self._body_height()
         top = round(self.scroll_offset.y)
-        on_screen = range(max(0, top - 2), top + self.size.height + 2)
-        for index, agent in enumerate(visible):
-            cells = book.row(agent, now)
-            signature = {key: (cell.plain, str(cell.style)) for key, cell in cells.items()}
-            before = self._shown.get(agent.agent_id)
-            if before is None:
-                self.add_row(*(cells[c.key] for c in COLUMNS), key=agent.agent_id)
-            else:
-                changed = [key for key, sig in signature.items() if before[key] != sig]
-                if index not in on_screen and set(changed) <= TICKING:
-                    continue  # off-screen clock ticks wait until the row is scrolled into view
-                for key in changed:
-                    self.update_cell(agent.agent_id, key, cells[key])
-            self._shown[agent.agent_id] = signature
-        current = [str(row.key.value) for row in self.ordered_rows]
-        if current != wanted:
-            rank = {aid: index for index, aid in enumerate(wanted)}
-            self.sort("id", key=lambda cell: rank[cell.agent_id])
-        self._order = wanted
-        if selected is not None and selected in keep:
-            index = wanted.index(selected)
-            if index != self.cursor_row:
-                self.move_cursor(row=index, animate=False)
+        index = self.cursor_row
+        if index < top:
+            self.scroll_to(y=index, animate=False, immediate=True)
+        elif index >= top + body:
+            self.scroll_to(y=index - body + 1, animate=False, immediate=True)
+        else:
+            return False
+        return True
+
+    # -- cursor and keys -----------------------------------------------------------------------
+    def select(self, agent_id: str) -> None:
+        index = self.book.index_of(agent_id)
+        if index is not None:
+            self._move(index)
+
+    def _move(self, index: int) -> None:
+        count = self.row_count
+        if not count:
+            return
+        index = max(0, min(index, count - 1))
+        old = self.cursor_row
+        self.cursor_row = index
+        self._selected = self.book.shown_at(index)
+        if not self._scroll_to_cursor():
+            top = round(self.scroll_offset.y)
+            for row in {old, index}:
+                self.refresh(Region(0, row - top + 1, self.size.width, 1))
+
+    def action_cursor(self, delta: int) -> None:
+        self._move(self.cursor_row + delta)
+
+    def action_page(self, pages: int) -> None:
+        self._move(self.cursor_row + pages * max(1, self._body_height() - 1))
+
+    def action_first(self) -> None:
+        self._move(0)
+
+    def action_last(self) -> None:
+        self._move(self.row_count - 1)
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y < 1:
+            return
+        index = round(self.scroll_offset.y) + event.y - 1
+        if 0 <= index < self.row_count:
+            already = index == self.cursor_row
+            self._move(index)
+            if already:
+                self.post_message(self.Selected(self.book.shown_at(index)))
+
+    # -- drawing -------------------------------------------------------------------------------
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._widths = []
+        self._strips.clear()
+        self.virtual_size = Size(self._table_width(), len(self.book.rows) + 1)
+
+    def _column_widths(self) -> list[int]:
+        if not self._widths:
+            fixed = [c.width or 8 for c in COLUMNS[:-1]]
+            used = sum(fixed) + 2 * PAD * len(COLUMNS)
+            room = self.size.width - self.styles.scrollbar_size_vertical  # room for a scrollbar
+            last = max(MIN_LAST, room - used, COLUMNS[-1].width or MIN_LAST)
+            self._widths = [*fixed, last]
+        return self._widths
+
+    def _table_width(self) -> int:
+        return sum(self._column_widths()) + 2 * PAD * len(COLUMNS)
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.size.width
+        base = self.rich_style
+        if y == 0:
+            strip = self._header(base)
+        else:
+            index = scroll_y + y - 1
+            if index >= self.row_count:
+                return Strip.blank(width, base)
+            strip = self._row(self.book.shown_at(index), index, base)
+        return strip.crop_extend(scroll_x, scroll_x + width, base)
+
+    def header_labels(self) -> list[str]:
+        """The column labels, the sort column's with its direction (▲ ascending, ▼ descending)."""
+        column_key, descending = self._labels
+        arrow = "▼" if descending else "▲"
+        return [f"{c.label}{arrow}" if c.key == column_key else c.label for c in COLUMNS]
+
+    def _header(self, base: Style) -> Strip:
+        style = base + self.get_component_rich_style("agents-table--header")
+        return self._strip([(label, "", False) for label in self.header_labels()], style)
+
+    def _row(self, agent_id: str, index: int, base: Style) -> Strip:
+        agent = self.book.agents[agent_id]
+        cells = self.book.row(agent, self.now)
+        width = self._table_width()
+        cached = self._strips.get(agent_id)
+        if cached is not None and cached[0] == cells and cached[1] == width:
+            strip = cached[2]
+        else:
+            strip = self._strip(cells, Style())
+            self._strips[agent_id] = (cells, width, strip)
+            self.built[agent_id] += 1
+        if index == self.cursor_row and self.row_count:
+            row_style = base + self.get_component_rich_style("agents-table--cursor")
+            return Strip(Segment.apply_style(strip, post_style=row_style), strip.cell_length)
+        if index % 2:
+            base = base + self.get_component_rich_style("agents-table--even")
+        return strip.apply_style(base)
+
+    def _strip(self, cells: list[Cell] | tuple[Cell, ...], style: Style) -> Strip:
+        segments: list[Segment] = []
+        pad = " " * PAD
+        for (text, cell_style, right), width in zip(cells, self._column_widths(), strict=True):
+            if len(text) > width:
+                text = text[: width - 1] + "…"
+            body = text.rjust(width) if right else text.ljust(width)
+            body = set_cell_size(body, width)
+            segments.append(Segment(pad + body + pad, style + Style.parse(cell_style)))
+        return Strip(segments, self._table_width())

@@ -13,10 +13,7 @@ from mosaic_tui.widgets import AgentsTable, EventsPane, QueuePanel
 
 def rows(app: MosaicApp) -> list[list[str]]:
     table = app.dashboard.query_one(AgentsTable)
-    return [
-        [getattr(cell, "plain", str(cell)) for cell in table.get_row_at(index)]
-        for index in range(table.row_count)
-    ]
+    return [table.row_texts(index) for index in range(table.row_count)]
 
 
 def row_for(app: MosaicApp, task_id: str) -> list[str] | None:

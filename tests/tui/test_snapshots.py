@@ -1,13 +1,16 @@
 """Screenshots of the main screens (pytest-textual-snapshot's SVG extension), deterministic.
 
 The state is fixed (task ids, a paused queue, one agent killed while queued), the clock is
-frozen, and the random agent ids are masked. Update with ``pytest tests/tui --snapshot-update``;
+frozen, and the agent ids are made deterministic (``00000001-...``). Update with ``pytest tests/tui --snapshot-update``;
 the accepted SVGs are copied to ``docs/screenshots/`` for the README.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+
+import pytest
 
 from pytest_textual_snapshot import SVGImageExtension
 from syrupy import SnapshotAssertion
@@ -46,11 +49,16 @@ async def _settled(app: MosaicApp, pilot: Pilot[None]) -> None:
 def _shot(app: MosaicApp, ids: list[str]) -> str:
     for screen_input in app.screen.query(Input):
         screen_input.cursor_blink = False
-    svg = app.export_screenshot(title="Mosaic Orchestrator")
-    for index, agent_id in enumerate(ids, start=1):
-        svg = svg.replace(agent_id, f"{index:08d}-0000-4000-8000-000000000000")
-        svg = svg.replace(agent_id[:8], f"agent-{index:02d}")
-    return svg
+    return app.export_screenshot(title="Mosaic Orchestrator")
+
+
+@pytest.fixture(autouse=True)
+def _numbered_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agent ids 00000001-0000-4000-8000-000000000000, ...: the same on every run."""
+    numbers = itertools.count(1)
+    monkeypatch.setattr(
+        "core.engine.new_agent_id", lambda: f"{next(numbers):08d}-0000-4000-8000-000000000000"
+    )
 
 
 async def test_screens(engine: Engine, origin: Path, snapshot: SnapshotAssertion) -> None:
