@@ -305,6 +305,10 @@ class Engine:
     async def queue_stats(self) -> QueueStats:
         stats = await self.queue.stats()
         stats.live_agents = len(self.spawner.live)
+        if self.spawner.runtimes.problem("builtin") is None:  # its gateway holds the rate limit
+            gateway = getattr(self.spawner.runtimes.get("builtin"), "gateway", None)
+            if isinstance(gateway, ModelGateway):
+                stats.rate_limited_until = gateway.rate_limited_until
         return stats
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:

@@ -404,7 +404,11 @@ class KillAllResult(BaseModel):
 class QueueStats(BaseModel):
     """``GET /queue/stats``."""
 
-    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(
+        json_schema_serialization_defaults_required=True,
+        populate_by_name=True,
+        serialize_by_alias=True,
+    )
 
     waiting: int = 0
     prioritized: int = 0
@@ -417,6 +421,10 @@ class QueueStats(BaseModel):
     concurrency: int = 1
     max_concurrent_agents: int = 2
     live_agents: int = 0
+    rate_limited_until: datetime | SkipJsonSchema[None] = Field(
+        None, alias="rateLimitedUntil", exclude_if=_none
+    )
+    """While the model's rate limit holds every agent's requests: when it ends (SPEC §15)."""
 
 
 class Health(BaseModel):
