@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
 from textual_serve.app_service import AppService
 from textual_serve.download_manager import DownloadManager
@@ -298,10 +299,29 @@ def create_web_app(config: WebConfig) -> web.Application:
     return app
 
 
+class AccessLogger(AbstractAccessLogger):
+    """Access lines without the query string: ``?token=`` must not reach a log."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.3fs',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time,
+        )
+
+
 @contextlib.asynccontextmanager
 async def serve_web(config: WebConfig) -> AsyncIterator[web.AppRunner]:
     """The web dashboard server for the block; on exit every session's dashboard is stopped."""
-    runner = web.AppRunner(create_web_app(config), shutdown_timeout=2.0, handle_signals=False)
+    runner = web.AppRunner(
+        create_web_app(config),
+        shutdown_timeout=2.0,
+        handle_signals=False,
+        access_log_class=AccessLogger,
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -77,7 +78,10 @@ async def test_with_a_key_the_page_the_assets_and_the_websocket_need_it() -> Non
             assert resp.status == 200
 
 
-async def test_the_token_once_becomes_a_strict_http_only_cookie_and_leaves_the_url() -> None:
+async def test_the_token_once_becomes_a_strict_http_only_cookie_and_leaves_the_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
     async with web_server() as (url, http):
         async with http.get(f"{url}?fontsize=12&token={KEY}", allow_redirects=False) as resp:
             assert resp.status == 303
@@ -101,6 +105,7 @@ async def test_the_token_once_becomes_a_strict_http_only_cookie_and_leaves_the_u
             assert resp.status == 200
         async with http.get(url, cookies={cookie.key: "forged"}) as resp:
             assert resp.status == 401
+    assert "GET /" in caplog.text and KEY not in caplog.text  # the access log drops queries
 
 
 async def test_a_browser_session_is_an_attached_dashboard_holding_the_key_in_its_environment(
