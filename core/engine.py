@@ -17,6 +17,7 @@ from typing import Any
 
 from core.agent_diff import agent_diff
 from core.agents import ModelGateway, PriceTable, model_config_problem
+from core.agents.claude_code import find_claude
 from core.engine_api import KillAllResult, QueueStats, SpawnResponse
 from core.errors import Conflict, NotFound, NotReady, ValidationFailed
 from core.events import EventBus
@@ -38,11 +39,14 @@ from core.models import (
     Usage,
     new_agent_id,
 )
+from core.net import Allowlist, EgressProxy
 from core.paths import StatePaths
 from core.queue import TaskQueue
 from core.reconcile import reconcile
 from core.run import REVIEW_SUFFIX, AiReviewer, Finisher, Spawner, WorkspaceManager
 from core.run.runtimes import BuiltinRuntime, CommandRuntime, Runtime, Runtimes
+from core.run.runtimes.claude_code import ClaudeCodeRuntime
+from core.run.skills import resolve_skills
 from core.settings import Settings
 from core.store import StateStore
 from core.valkey import ValkeyEndpoint, open_valkey
@@ -117,6 +121,7 @@ class Engine:
                 ai_review=reviewer.for_workspace if reviewer else None,
                 push_non_workers=settings.push_non_workers,
             )
+            proxy = _make_proxy(settings, store, lifecycle)
             spawner = Spawner(
                 settings=settings,
                 store=store,
@@ -131,6 +136,7 @@ class Engine:
                 finisher=finisher,
                 paths=paths,
                 instance=instance,
+                proxy=proxy,
             )
             queue = TaskQueue(settings, endpoint.kwargs)
             stack.push_async_callback(queue.close)
@@ -231,6 +237,7 @@ class Engine:
             validate_gate_names(ctx.gates)
         if request.effective_profile is GateProfile.CUSTOM and not ctx.gates:
             pass  # custom gates may come from the repository's .mosaic/gates.toml
+        await asyncio.to_thread(resolve_skills, self.settings.mosaic_skills_dir, ctx.skills)
         runtime = self.runtimes.check(request.runtime)  # 503 naming what is missing
         sandbox = await self.sandbox.health()
         if not sandbox.ok:  # e.g. no cgroups: fail closed before anything is created
@@ -398,7 +405,26 @@ async def _make_claude(
         count_tokens_per_min=settings.gateway_count_tokens_per_min,
     )
     stack.push_async_callback(gateway.close)
-    return BuiltinRuntime(settings, gateway), None
+    return BuiltinRuntime(settings, gateway, settings.mosaic_skills_dir), None
+
+
+def _make_proxy(settings: Settings, store: StateStore, lifecycle: Lifecycle) -> EgressProxy | None:
+    """The egress proxy for ``SANDBOX_ALLOWED_HOSTS``; None (no network at all) without it."""
+    allowlist = Allowlist.parse(settings.sandbox_allowed_hosts)
+    if not allowlist:
+        return None
+    proxy: EgressProxy
+
+    async def emit(agent_id: str, type_: EventType, data: dict[str, Any]) -> None:
+        await store.emit(Event(type=type_, agent_id=agent_id, data=data))
+        endpoint = proxy.endpoints.get(agent_id)
+        if endpoint is not None:
+            counts = endpoint.counts
+            with contextlib.suppress(NotFound):
+                await lifecycle.update(agent_id, lambda a: {"net": counts})
+
+    proxy = EgressProxy(allowlist, emit, max_connections=settings.sandbox_proxy_max_connections)
+    return proxy
 
 
 def _make_runtimes(
@@ -415,7 +441,18 @@ def _make_runtimes(
         available["command"] = CommandRuntime(settings.mosaic_agent_command)
     else:
         missing["command"] = "MOSAIC_AGENT_COMMAND is not set"
-    missing["claude-code"] = "not built yet"
+    binary = find_claude(settings.mosaic_claude_code)
+    if builtin is None:
+        missing["claude-code"] = builtin_problem or "the model is not configured"
+    elif binary is None:
+        missing["claude-code"] = (
+            f"the Claude Code CLI {settings.mosaic_claude_code or 'claude'!r} is not installed "
+            "(npm install -g @anthropic-ai/claude-code, or set MOSAIC_CLAUDE_CODE)"
+        )
+    else:
+        available["claude-code"] = ClaudeCodeRuntime(
+            settings, builtin.gateway, binary, settings.mosaic_skills_dir
+        )
     return Runtimes(settings.runtime, available, missing)
 
 

@@ -277,6 +277,8 @@ class AgentState(BaseModel):
     runtime: str | None = None
     session_id: str | None = None
     """The runtime's session (claude-code): a retry of the task resumes it."""
+    net: dict[str, int] | None = None
+    """Connections the egress proxy allowed and denied (``{allowed, denied}``)."""
     version: int = 0
 
 
@@ -315,6 +317,7 @@ class AgentView(BaseModel):
     result: AgentResult | SkipJsonSchema[None] = Field(None, exclude_if=_none)
     runtime: str | SkipJsonSchema[None] = Field(None, exclude_if=_none)
     session_id: str | SkipJsonSchema[None] = Field(None, alias="sessionId", exclude_if=_none)
+    net: dict[str, int] | SkipJsonSchema[None] = Field(None, exclude_if=_none)
 
     @classmethod
     def of(cls, agent: AgentState) -> AgentView:
@@ -339,6 +342,7 @@ class AgentView(BaseModel):
             result=agent.result,
             runtime=agent.runtime,
             session_id=agent.session_id,
+            net=agent.net,
         )
 
     def state(self) -> AgentState:
@@ -364,6 +368,7 @@ class AgentView(BaseModel):
             resources=self.resources,
             runtime=self.runtime,
             session_id=self.session_id,
+            net=self.net,
         )
 
 

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     else ``builtin``. A spawn may choose another with ``"runtime"``."""
     mosaic_claude_code: str | None = None
     """The Claude Code CLI (the claude-code runtime); default: ``claude`` on PATH."""
+    mosaic_skills_dir: Path | None = None
+    """Folders of skills (each with a ``SKILL.md``) a spawn may name in ``context.skills``."""
     agent_max_turns: int = Field(50, ge=1)
     agent_max_tokens: int = Field(2_000_000, ge=1)
     agent_max_wall_s: float = Field(3600, gt=0)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from core.models import AgentState, SpawnRequest
 
 if TYPE_CHECKING:
+    from core.run.egress import Egress
     from core.run.launch import Launch
     from core.run.workspace import Workspace
     from sandbox import SandboxProcess
@@ -36,6 +37,8 @@ class RunContext:
     workspace: Workspace | None = None
     launch: Launch | None = None
     process: SandboxProcess | None = None
+    egress: Egress | None = None
+    """The attempt's way through the egress proxy (None: no network)."""
     failure: str | None = None
     """Set by the monitor when it ends the agent (budget, disk, stuck): the agent fails with it."""
     kill_grace_s: float | None = None

@@ -113,11 +113,14 @@ class Finisher:
         agent, ws = run.agent, run.workspace
         # the agent's policy, without its private I/O (gateway socket, HOME)
         template: SandboxSpec = replace(run.launch.spec, rw_binds=(), env=base_env())
+        if run.egress is not None:  # gates may reach what the agent may (pip, npm registries)
+            template = run.egress.policy(template)
         executor = SandboxExecutor(
             self.sandbox,
             template,
             self.paths.agent_dir(agent.agent_id),
             log_cap_mb=self.settings.agent_log_mb,
+            wrap=run.egress.wrap if run.egress is not None else None,
         )
 
         async def emit(type_: str, data: dict[str, Any]) -> None:

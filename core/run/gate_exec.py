@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,12 +32,15 @@ class SandboxExecutor:
         log_root: Path,
         *,
         log_cap_mb: int | None = None,
+        wrap: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.template = template
         self.log_root = log_root
         self.log_cap_mb = log_cap_mb
         """Each command's logs are capped at this many MiB while it runs (the tail is kept)."""
+        self.wrap = wrap
+        """Wraps each command's argv (e.g. behind the egress forwarder)."""
         self._counter = itertools.count(1)
 
     async def __call__(
@@ -54,7 +57,7 @@ class SandboxExecutor:
         spec = replace(
             self.template,
             agent_id=f"{self.template.agent_id}-gate-{n}",
-            argv=["/bin/sh", "-c", command],
+            argv=(self.wrap or list)(["/bin/sh", "-c", command]),
             workdir=cwd,
             log_dir=log_dir,
             overlays=(*self.template.overlays, *overlays),

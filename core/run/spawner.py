@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from core.diskusage import DiskBudget
-from core.errors import AgentFailure, IllegalTransition, NotFound, OrchestratorError
+from core.errors import AgentFailure, IllegalTransition, NotFound, NotReady, OrchestratorError
 from core.git.secrets import mask_data, mask_text
 from core.lifecycle import Lifecycle
 from core.logtail import last_line, tail_lines
 from core.models import AgentResult, AgentStatus, Event, EventType
+from core.net import EgressProxy
 from core.paths import StatePaths
 from core.queue import GiveUp, RetryLater
 from core.run.context import RunContext
+from core.run.egress import open_egress
 from core.run.finish import Finisher
 from core.run.launch import SandboxPolicy
 from core.run.monitor import Monitor
@@ -52,6 +54,7 @@ class Spawner:
         finisher: Finisher,
         paths: StatePaths,
         instance: str,
+        proxy: EgressProxy | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -62,6 +65,7 @@ class Spawner:
         self.finisher = finisher
         self.paths = paths
         self.instance = instance
+        self.proxy = proxy
         self.live: dict[str, RunContext] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_agents)
         self.toolchains = toolchain_binds(
@@ -116,9 +120,13 @@ class Spawner:
                 runtime=self.runtimes.name_for(agent.runtime or task.request.runtime),
             )
             self.live[agent_id] = run
+            final = True
             try:
                 return await self._attempt(run)
-            except (RetryLater, GiveUp, asyncio.CancelledError):
+            except (RetryLater, asyncio.CancelledError):
+                final = False  # another attempt follows (or the job is recovered later)
+                raise
+            except GiveUp:
                 raise
             except Exception as exc:  # a bug must fail the agent, never leave it "running"
                 log.exception("agent run crashed", extra={"agent_id": agent_id})
@@ -126,6 +134,10 @@ class Spawner:
                 raise GiveUp(mask_text(f"internal error: {exc}")) from exc
             finally:
                 self.live.pop(agent_id, None)
+                if final:  # no attempt follows: what the attempts shared goes
+                    with contextlib.suppress(KeyError, NotReady):
+                        runtime = self.runtimes.get(run.runtime)
+                        await asyncio.to_thread(runtime.forget, agent_id)
                 run.stopped.set()
                 run.done.set()
 
@@ -217,6 +229,9 @@ class Spawner:
             stack=stack,
         )
         stack.push_async_callback(run.launch.collect)  # once; also when the agent is killed
+        run.egress = await open_egress(self.proxy, run.agent_id, stack)
+        if run.egress is not None:
+            run.launch.spec = run.egress.apply(run.launch.spec)
         process = await self.sandbox.start(run.launch.spec)
         stack.callback(run.stopped.set)  # callbacks run in reverse: once the sandbox is released
         stack.push_async_callback(process.cleanup)

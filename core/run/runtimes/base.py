@@ -34,6 +34,10 @@ class Runtime(Protocol):
         ``stack`` for cleanup, and the launch to start."""
         ...
 
+    def forget(self, agent_id: str) -> None:
+        """The agent ended for good (no attempt follows): drop what its attempts shared."""
+        ...
+
 
 class Runtimes:
     """The runtimes of one engine: each name maps to a runtime or to what is missing."""

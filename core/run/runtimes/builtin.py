@@ -26,6 +26,7 @@ from core.agents import (
 from core.models import AgentState, SpawnRequest
 from core.run.iodir import fresh_io_dir, write_private
 from core.run.launch import Launch, LaunchOutcome, SandboxPolicy, base_env
+from core.run.skills import resolve_skills, skills_prompt
 from core.safeio import MiB, RefusedFile, copy_tail
 from core.settings import Settings
 from sandbox import SandboxSpec
@@ -86,9 +87,15 @@ class BuiltinLaunch(Launch):
 class BuiltinRuntime:
     name = "builtin"
 
-    def __init__(self, settings: Settings, gateway: ModelGateway) -> None:
+    def __init__(
+        self, settings: Settings, gateway: ModelGateway, skills_dir: Path | None = None
+    ) -> None:
         self.settings = settings
         self.gateway = gateway
+        self.skills_dir = skills_dir
+
+    def forget(self, agent_id: str) -> None:
+        """Nothing outlives an attempt."""
 
     async def prepare(
         self,
@@ -108,6 +115,8 @@ class BuiltinRuntime:
         system, prompt = build_prompts(
             agent.agent_type, agent.task_id, ctx.work_items, ctx.skills, ctx.instructions
         )
+        skills = await asyncio.to_thread(resolve_skills, self.skills_dir, ctx.skills)
+        system += skills_prompt(skills)
         config = build_runtime_config(
             agent_id=agent.agent_id,
             role=agent.agent_type,

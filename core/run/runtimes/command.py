@@ -18,6 +18,9 @@ class CommandRuntime:
     def __init__(self, command: str) -> None:
         self.command = command
 
+    def forget(self, agent_id: str) -> None:
+        """Nothing outlives an attempt."""
+
     async def prepare(
         self,
         agent: AgentState,
