@@ -137,6 +137,7 @@ class Engine:
                 paths=paths,
                 instance=instance,
                 proxy=proxy,
+                admission=claude.gateway.wait_clear if claude else None,
             )
             queue = TaskQueue(settings, endpoint.kwargs)
             stack.push_async_callback(queue.close)

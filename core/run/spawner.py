@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class Spawner:
         paths: StatePaths,
         instance: str,
         proxy: EgressProxy | None = None,
+        admission: Callable[[float], Awaitable[bool]] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -66,6 +68,8 @@ class Spawner:
         self.paths = paths
         self.instance = instance
         self.proxy = proxy
+        self.admission = admission
+        """``(deadline) -> started``: waits while the model's rate limit holds."""
         self.live: dict[str, RunContext] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_agents)
         self.toolchains = toolchain_binds(
@@ -220,6 +224,7 @@ class Spawner:
             toolchains=self.toolchains,
         )
         runtime = self.runtimes.get(run.runtime)
+        await self._admitted(run)
         run.launch = await runtime.prepare(
             run.agent,
             run.request,
@@ -238,6 +243,26 @@ class Spawner:
         stack.push_async_callback(self._stop, run, process)
         run.process = process
         return process
+
+    async def _admitted(self, run: RunContext) -> None:
+        """While the model's rate limit holds, a new agent waits to start (SPEC §15), unless a
+        kill comes first; a hold past the agent's wall-time budget fails the attempt."""
+        if self.admission is None:
+            return
+        deadline = time.monotonic() + self.settings.agent_max_wall_s
+        waiting = asyncio.ensure_future(self.admission(deadline))
+        killer = asyncio.ensure_future(run.kill_requested.wait())
+        try:
+            await asyncio.wait({waiting, killer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            killer.cancel()
+            if not waiting.done():
+                waiting.cancel()
+            await asyncio.gather(waiting, killer, return_exceptions=True)
+        if waiting.done() and not waiting.cancelled() and waiting.result() is False:
+            raise AgentFailure(
+                "model", "rate-limited past the agent's wall-time budget", retryable=True
+            )
 
     async def _follow(self, run: RunContext, process: SandboxProcess, workspace: Workspace) -> int:
         assert run.launch is not None
