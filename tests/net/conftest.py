@@ -38,6 +38,11 @@ class Events:
         return [data for _, k, data in self.seen if k == kind]
 
 
+@pytest.fixture
+def events() -> Events:
+    return Events()
+
+
 @dataclass
 class Upstream:
     """A real HTTP server on 127.0.0.1 recording what reached it."""

@@ -56,11 +56,6 @@ async def serve(io_dir: Path, events: Events) -> AsyncIterator[Serve]:
         await cm.__aexit__(None, None, None)
 
 
-@pytest.fixture
-def events() -> Events:
-    return Events()
-
-
 def status_of(answer: bytes) -> int:
     return int(answer.split(b" ", 2)[1])
 

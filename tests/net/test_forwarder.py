@@ -1,0 +1,222 @@
+"""The in-sandbox forwarder, run as a plain process: it forwards, then *is* the agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+import pytest
+import pytest_asyncio
+
+from sandbox.forwarder import forwarder_argv, forwarder_path
+
+PYTHON = sys.executable
+
+
+@pytest_asyncio.fixture
+async def echo_sock(io_dir: Path) -> AsyncIterator[Path]:
+    """A Unix echo server (what the gateway or proxy socket stands for)."""
+    path = io_dir / "echo.sock"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.write(b"<eof>")
+            await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(handle, str(path))
+    try:
+        yield path
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def forwarders(marker: Path) -> list[psutil.Process]:
+    """Live forwarder processes whose command line names ``marker``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if str(forwarder_path()) in cmdline and any(str(marker) in a for a in cmdline):
+            found.append(proc)
+    return found
+
+
+async def gone(marker: Path, within_s: float = 3.0) -> bool:
+    for _ in range(int(within_s / 0.05)):
+        if not forwarders(marker):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def run(argv: list[str], timeout: float = 20.0) -> tuple[int, str, str, int]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode(), proc.pid
+
+
+CLIENT = """
+import json, os, socket, sys
+results = {"pid": os.getpid(), "ppid": os.getppid()}
+for port in map(int, sys.argv[1:]):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"hello %d" % port)
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    results[str(port)] = data.decode()
+print(json.dumps(results))
+sys.exit(7)
+"""
+
+
+def test_forwarder_argv_is_python_script_forwards_then_the_agent() -> None:
+    argv = forwarder_argv(
+        "/py", Path("/f.py"), {9002: Path("/io/b.sock"), 9001: Path("/io/a.sock")}, ["agent", "-x"]
+    )
+    assert argv == [
+        "/py",
+        "-I",
+        "/f.py",
+        "--forward",
+        "127.0.0.1:9001=/io/a.sock",
+        "--forward",
+        "127.0.0.1:9002=/io/b.sock",
+        "--",
+        "agent",
+        "-x",
+    ]
+    assert forwarder_path().name == "forwarder.py" and forwarder_path().is_file()
+
+
+async def test_forwards_each_port_and_the_agent_keeps_its_pid_and_exit_code(
+    echo_sock: Path, io_dir: Path
+) -> None:
+    forwards = {29101: echo_sock, 29102: echo_sock}
+    argv = forwarder_argv(
+        PYTHON, forwarder_path(), forwards, [PYTHON, "-c", CLIENT, "29101", "29102"]
+    )
+    rc, out, err, pid = await run(argv)
+    assert rc == 7, err
+    result = json.loads(out)
+    assert result["29101"] == "hello 29101<eof>" and result["29102"] == "hello 29102<eof>"
+    assert result["pid"] == pid  # exec'd in place: same process
+    assert await gone(io_dir)
+
+
+async def test_signals_reach_the_agent_and_the_server_goes_with_it(
+    echo_sock: Path, io_dir: Path
+) -> None:
+    argv = forwarder_argv(
+        PYTHON, forwarder_path(), {29103: echo_sock}, [PYTHON, "-c", "import time; time.sleep(60)"]
+    )
+    proc = await asyncio.create_subprocess_exec(*argv)
+    try:
+        for _ in range(100):
+            if forwarders(io_dir) and psutil.Process(proc.pid).cmdline()[:2] == [PYTHON, "-c"]:
+                break
+            await asyncio.sleep(0.05)
+        [server] = forwarders(io_dir)
+        assert server.pid != proc.pid and server.ppid() != proc.pid  # not the agent's child
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGTERM
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert await gone(io_dir)
+
+
+async def test_connections_beyond_the_bound_wait_for_a_free_slot(
+    echo_sock: Path, io_dir: Path
+) -> None:
+    client = """
+import socket, time
+a = socket.create_connection(("127.0.0.1", 29104), timeout=5)
+a.sendall(b"a"); assert a.recv(1) == b"a"
+b = socket.create_connection(("127.0.0.1", 29104), timeout=5)  # queued in the backlog
+b.sendall(b"b"); b.settimeout(0.5)
+try:
+    b.recv(1); print("served while over the bound")
+except socket.timeout:
+    print("waited")
+a.close()
+b.settimeout(5); print(b.recv(1).decode())
+"""
+    argv = forwarder_argv(
+        PYTHON, forwarder_path(), {29104: echo_sock}, [PYTHON, "-c", client], max_connections=1
+    )
+    rc, out, err, _ = await run(argv)
+    assert rc == 0, err
+    assert out.split() == ["waited", "b"]
+    assert await gone(io_dir)
+
+
+async def test_an_unreachable_socket_closes_the_client_and_says_so_once(io_dir: Path) -> None:
+    client = """
+import socket
+for _ in range(3):
+    s = socket.create_connection(("127.0.0.1", 29105), timeout=5)
+    s.sendall(b"x")
+    try:
+        assert s.recv(10) == b""
+    except ConnectionResetError:  # closed with our byte unread
+        pass
+print("closed")
+"""
+    argv = forwarder_argv(
+        PYTHON, forwarder_path(), {29105: io_dir / "missing.sock"}, [PYTHON, "-c", client]
+    )
+    rc, out, err, _ = await run(argv)
+    assert rc == 0 and out.strip() == "closed"
+    assert err.count("cannot reach") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (["--forward", "0.0.0.0:1=/a.sock", "--", "true"], "expected 127.0.0.1:PORT", 2),
+        (["--forward", "127.0.0.1:0=/a.sock", "--", "true"], "port must be from 1 to 65535", 2),
+        (["--forward", "127.0.0.1:1=rel.sock", "--", "true"], "must be absolute", 2),
+        (["--forward", "127.0.0.1:29106=/a.sock"], "no command to run", 2),
+        (["--", "/nonexistent/agent"], "cannot run '/nonexistent/agent'", 127),
+    ],
+)
+async def test_bad_arguments_are_refused_with_a_message(
+    args: list[str], message: str, code: int
+) -> None:
+    rc, _, err, _ = await run([PYTHON, "-I", str(forwarder_path()), *args])
+    assert rc == code
+    assert message in err
+
+
+async def test_a_port_in_use_is_a_setup_failure(echo_sock: Path) -> None:
+    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 29107)
+    try:
+        argv = forwarder_argv(PYTHON, forwarder_path(), {29107: echo_sock}, ["true"])
+        rc, _, err, _ = await run(argv)
+    finally:
+        blocker.close()
+        await blocker.wait_closed()
+    assert rc == 125 and "cannot listen on 127.0.0.1:29107" in err
