@@ -4,7 +4,10 @@ The only stand-in for the model in tests and the demo: the real ``anthropic`` SD
 HTTP, non-streaming (JSON) or streaming (SSE with ``event:`` lines, in the event sequence of
 the Messages API). The script is chosen per conversation: a ``[script:NAME]`` marker in the first
 user message (the spawn request's ``instructions`` end up there) picks it, else ``default``.
-See ``core/agents/scripts.py`` for the script format.
+See ``core/agents/scripts.py`` for the script format. A script's ``{{cwd}}`` is filled with the
+working directory the request states (``request_cwd``): Claude Code sends it in a
+``role: "system"`` message of ``messages`` (or, with the older layout, in ``system``) as
+`` - Primary working directory: /abs/path``.
 
     python -m core.agents.scripted --port 8765 [--host 127.0.0.1] [--scripts DIR] [--default NAME]
         [--rate-limit SECONDS [--rate-limit-status 429|529] [--rate-limit-after N]]
@@ -42,6 +45,7 @@ from core.agents.scripts import Script, load_scripts
 log = logging.getLogger(__name__)
 MARKER = re.compile(r"\[script:([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\]")
 JSON_CHUNK = 24  # input_json_delta pieces, so clients really reassemble partial JSON
+CWD_LINE = re.compile(r"^\s*-?\s*Primary working directory:\s*(/[^\n]*?)\s*$", re.M)
 
 
 @dataclass
@@ -112,6 +116,36 @@ def _first_user_text(messages: list[Any]) -> str:
                 )
             return ""
     return ""
+
+
+def _texts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [
+            b["text"]
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        ]
+    return []
+
+
+def request_cwd(body: dict[str, Any]) -> str | None:
+    """The agent's working directory as a Claude Code request states it, or None.
+
+    Looked for in the ``system`` prompt and in the ``system``/``user`` messages (Claude Code
+    2.1 puts its environment block in a ``role: "system"`` message after the first user one);
+    the last one wins: a resumed session gets a new block for the directory it resumed in.
+    """
+    texts = _texts(body.get("system"))
+    for message in body.get("messages") or []:
+        if isinstance(message, dict) and message.get("role") in ("system", "user"):
+            texts += _texts(message.get("content"))
+    found = None
+    for text in texts:
+        for match in CWD_LINE.finditer(text):
+            found = match.group(1)
+    return found
 
 
 class ScriptedModelServer:
@@ -241,7 +275,7 @@ class ScriptedModelServer:
         turn = sum(
             1 for m in body["messages"] if isinstance(m, dict) and m.get("role") == "assistant"
         )
-        blocks = [dict(b) for b in script.turn(turn)]
+        blocks = [dict(b) for b in script.turn(turn, cwd=request_cwd(body))]
         for block in blocks:
             if block["type"] == "tool_use":
                 block["id"] = f"toolu_{uuid.uuid4().hex[:24]}"

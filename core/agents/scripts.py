@@ -15,6 +15,9 @@ the request; past the end the model answers ``final`` (no tool call, so the sess
 with ``"repeat": true``, starts the turns over (a runaway agent). Strings may hold placeholders
 filled at serve time, so that the repository holds no realistic secret:
 ``{{fake_aws_key_id}}`` and ``{{fake_aws_secret}}`` (obviously fake, but they match the AWS rules).
+``{{cwd}}`` is the agent's working directory as the request states it (Claude Code's environment
+block, see ``scripted.request_cwd``), so that a script can give Claude Code's tools the absolute
+``file_path`` they require; without a stated directory it stays as written.
 """
 
 from __future__ import annotations
@@ -44,14 +47,18 @@ def _fake_values() -> dict[str, str]:
 FAKE_VALUES = _fake_values()
 
 
-def expand(value: Any) -> Any:
-    """Fill the ``{{placeholders}}`` of every string in ``value``; unknown ones stay."""
+def expand(value: Any, values: dict[str, str] | None = None) -> Any:
+    """Fill the ``{{placeholders}}`` of every string in ``value``; unknown ones stay.
+
+    ``values`` adds per-request placeholders (``cwd``) to the fake secrets.
+    """
+    table = {**FAKE_VALUES, **values} if values else FAKE_VALUES
     if isinstance(value, str):
-        return _PLACEHOLDER.sub(lambda m: FAKE_VALUES.get(m.group(1), m.group(0)), value)
+        return _PLACEHOLDER.sub(lambda m: table.get(m.group(1), m.group(0)), value)
     if isinstance(value, list):
-        return [expand(v) for v in value]
+        return [expand(v, values) for v in value]
     if isinstance(value, dict):
-        return {k: expand(v) for k, v in value.items()}
+        return {k: expand(v, values) for k, v in value.items()}
     return value
 
 
@@ -64,13 +71,13 @@ class Script:
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def turn(self, index: int) -> list[dict[str, Any]]:
-        """The content blocks of assistant turn ``index`` (0-based)."""
+    def turn(self, index: int, *, cwd: str | None = None) -> list[dict[str, Any]]:
+        """The content blocks of assistant turn ``index`` (0-based); ``cwd`` fills ``{{cwd}}``."""
         if self.turns and (index < len(self.turns) or self.repeat):
             blocks = self.turns[index % len(self.turns)]
         else:
             blocks = [{"type": "text", "text": self.final}]
-        result: list[dict[str, Any]] = expand(blocks)
+        result: list[dict[str, Any]] = expand(blocks, {"cwd": cwd} if cwd else None)
         return result
 
     @classmethod
