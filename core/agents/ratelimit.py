@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from core.models import Event, EventType
+
 log = logging.getLogger(__name__)
 
 LIMIT_STATUSES = frozenset({429, 529})
@@ -49,6 +51,15 @@ class Limited:
     wait_s: float
     until: datetime
     new_episode: bool
+
+
+def rate_limited_event(until: datetime, wait_s: float, status: int) -> Event:
+    """The ``model.rate_limited`` event of an episode (every agent waits, so it names none):
+    data ``{untilTs, waitS, status}``."""
+    return Event(
+        type=EventType.MODEL_RATE_LIMITED,
+        data={"untilTs": until.isoformat(), "waitS": round(wait_s, 3), "status": status},
+    )
 
 
 def header_wait(headers: Mapping[str, str], now: datetime) -> float | None:

@@ -20,10 +20,10 @@ import pytest_asyncio
 
 from core.agents import ModelGateway, PriceTable
 from core.agents.gateway import AgentEndpoint
-from core.agents.ratelimit import SharedRateLimit, header_wait
+from core.agents.ratelimit import SharedRateLimit, header_wait, rate_limited_event
 from core.agents.scripted import ScriptedModelServer
-from core.models import EventType
-from tests.agents.conftest import REAL_KEY, UsageLog
+from core.models import Event, EventType
+from tests.agents.conftest import REAL_KEY, UsageLog, module_command
 
 HELLO = {
     "model": "scripted-1",
@@ -406,5 +406,81 @@ async def test_a_failing_on_rate_limited_does_not_fail_the_request(
     assert "on_rate_limited failed" in caplog.text
 
 
-def test_rate_limited_event_type() -> None:
-    assert EventType.MODEL_RATE_LIMITED == "model.rate_limited"
+def test_the_rate_limited_event() -> None:
+    until = datetime(2026, 1, 1, 12, 0, 2, tzinfo=UTC)
+    event = Event.from_wire(rate_limited_event(until, 2.00042, 529).wire())
+    assert event.type is EventType.MODEL_RATE_LIMITED and event.type == "model.rate_limited"
+    assert event.agent_id is None
+    assert event.data == {"untilTs": "2026-01-01T12:00:02+00:00", "waitS": 2.0, "status": 529}
+
+
+# --- the scripted model's rate limits -----------------------------------------------------------
+
+
+async def test_the_scripted_model_refuses_everything_for_a_while() -> None:
+    async with ScriptedModelServer() as server, aiohttp.ClientSession() as http:
+
+        async def call(path: str = "/v1/messages") -> tuple[int, str | None, Any]:
+            async with http.post(server.url + path, json=HELLO) as response:
+                return response.status, response.headers.get("retry-after"), await response.json()
+
+        with pytest.raises(ValueError, match="429 or 529"):
+            server.rate_limit(1, 500)
+        for bad in ({"seconds": 0}, {"seconds": 4000}, {"seconds": 1, "after": -1}):
+            with pytest.raises(ValueError):
+                server.rate_limit(**bad)
+        server.rate_limit(0.6, after=1)
+        assert (await call())[0] == 200  # the window begins after one answer
+        status, retry_after, body = await call()
+        assert (status, retry_after) == (429, "1")
+        assert body["error"]["type"] == "rate_limit_error"
+        assert (await call("/v1/messages/count_tokens"))[0] == 429  # every request
+        await asyncio.sleep(0.7)
+        assert (await call())[0] == 200
+        server.rate_limit(0.5, 529, retry_after=False)
+        status, retry_after, body = await call()
+        assert (status, retry_after, body["error"]["type"]) == (529, None, "overloaded_error")
+    assert [(a.path, a.status) for a in server.limited] == [
+        ("/v1/messages", 429),
+        ("/v1/messages/count_tokens", 429),
+        ("/v1/messages", 529),
+    ]
+    assert server.answered == 2
+
+
+async def test_the_scripted_model_command_line_knob() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *module_command(
+            "core.agents.scripted",
+            "--port",
+            "0",
+            "--rate-limit",
+            "30",
+            "--rate-limit-status",
+            "529",
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        url = line.split(" listening on ")[1].split()[0]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url + "/v1/messages", json=HELLO) as response,
+        ):
+            assert response.status == 529
+            assert 1 <= int(response.headers["retry-after"]) <= 30
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+    bad = await asyncio.create_subprocess_exec(
+        *module_command("core.agents.scripted", "--rate-limit", "0"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await bad.communicate()
+    assert bad.returncode == 2
+    assert err.decode().startswith("scripted model: a rate limit lasts")
