@@ -30,6 +30,7 @@ import contextlib
 import ipaddress
 import os
 import select
+import signal
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -241,6 +242,10 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
     if listeners:
         _start_server(listeners, ns.max_connections)
     argv: list[str] = ns.argv
+    # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec.
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:
@@ -250,10 +255,13 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
 def _start_server(listeners: list[tuple[socket.socket, str]], limit: int) -> None:
     """Fork the server off (double fork), wait for its ready byte, drop our listener copies."""
     agent = os.getpid()
-    ready_r, ready_w = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    child = os.fork()
+    try:
+        ready_r, ready_w = os.pipe()
+        child = os.fork()
+    except OSError as exc:
+        _die(f"cannot start the forwarding server: {exc.strerror or exc}")
     if child == 0:
         try:
             os.close(ready_r)

@@ -220,3 +220,13 @@ async def test_a_port_in_use_is_a_setup_failure(echo_sock: Path) -> None:
         blocker.close()
         await blocker.wait_closed()
     assert rc == 125 and "cannot listen on 127.0.0.1:29107" in err
+
+
+async def test_the_agent_starts_with_default_signal_dispositions(echo_sock: Path) -> None:
+    """Python ignores SIGPIPE; the agent must not inherit that (``yes | head`` must work)."""
+    show = ["/bin/sh", "-c", "grep SigIgn /proc/$$/status"]
+    _, direct, _, _ = await run(show)
+    argv = forwarder_argv(PYTHON, forwarder_path(), {29108: echo_sock}, show)
+    rc, forwarded, err, _ = await run(argv)
+    assert rc == 0, err
+    assert forwarded == direct
