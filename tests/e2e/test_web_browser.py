@@ -248,18 +248,17 @@ async def test_the_browser_sees_the_agents_and_kills_the_selected_one_with_keys(
             assert KEY not in str(await page.evaluate("document.documentElement.outerHTML"))
             await page.evaluate("window.__terminal.focus()")
 
-            async def hides(word: str) -> bool:
-                return word not in await page.screen()
-
-            # select T-doomed: ask to kill the selected row, and move down until it is T-doomed
+            # select T-doomed with the arrow keys: to the top, then down to its row
+            lines = (await page.screen()).splitlines()
+            rows = [ln for ln in lines if "worker" in ln and any(t in ln for t in tasks)]
+            assert len(rows) == len(tasks), lines
+            index = next(i for i, line in enumerate(rows) if "T-doomed" in line)
             for _ in range(len(tasks)):
-                await page.press("k")
-                await until(lambda: shows("Kill agent"), what="the kill dialog")
-                if "task T-doomed" in await page.screen():
-                    break
-                await page.press("n")
-                await until(lambda: hides("Kill agent"), what="the dialog to close")
+                await page.press("ArrowUp")
+            for _ in range(index):
                 await page.press("ArrowDown")
+            await page.press("k")
+            await until(lambda: shows("Kill agent"), what="the kill dialog")
             screen = await page.screen()
             assert "task T-doomed" in screen, screen
             shot = await page.send("Page.captureScreenshot", format="png")
