@@ -45,7 +45,10 @@ from core.agents.scripts import Script, load_scripts
 log = logging.getLogger(__name__)
 MARKER = re.compile(r"\[script:([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\]")
 JSON_CHUNK = 24  # input_json_delta pieces, so clients really reassemble partial JSON
-CWD_LINE = re.compile(r"^\s*-?\s*Primary working directory:\s*(/[^\n]*?)\s*$", re.M)
+CWD_LINE = re.compile(
+    r"^\s*-?\s*Primary working directory:\s*(/[^\n]*?)(?:\s+\(was /[^\n]*\))?\s*$", re.M
+)
+"""Claude Code's environment block; a resumed session's says ``/new (was /old)``."""
 
 
 @dataclass

@@ -97,13 +97,25 @@ class Run:
     stderr: str
 
 
-async def _run_claude(stack: Stack, root: Path, prompt: str, *, system: str | None = None) -> Run:
+async def _run_claude(
+    stack: Stack,
+    root: Path,
+    prompt: str,
+    *,
+    system: str | None = None,
+    home: Path | None = None,
+    resume: str | None = None,
+) -> Run:
+    """One run; ``home``: a host directory bound read-write as HOME (kept across attempts)
+    instead of the sandbox's private tmpfs."""
     assert CLAUDE is not None
     worktree = _worktree(root)
     logs = root / "logs"
     agent_id = f"cc-{uuid.uuid4().hex[:8]}"
     async with stack.gateway.serve_agent(agent_id, stack.socket_dir / agent_id, None) as endpoint:
-        inner = claude_argv(CLAUDE, prompt, system_append=system, resume_session=None, max_turns=8)
+        inner = claude_argv(
+            CLAUDE, prompt, system_append=system, resume_session=resume, max_turns=8
+        )
         argv = forwarder_argv(sys.executable, forwarder_path(), {PORT: endpoint.socket_path}, inner)
         binds = (*claude_binds(CLAUDE), forwarder_path(), *python_binds(sys.executable))
         spec = SandboxSpec(
@@ -114,13 +126,13 @@ async def _run_claude(stack: Stack, root: Path, prompt: str, *, system: str | No
                 {"PATH": "/usr/bin:/bin", "AWS_SECRET_ACCESS_KEY": "host-secret"},
                 gateway_port=PORT,
                 token=endpoint.token,
-                home=SANDBOX_HOME,
+                home=str(home) if home else SANDBOX_HOME,
             ),
             log_dir=logs,
             memory_mb=1024,
             pids_max=256,
             ro_binds=tuple(dict.fromkeys(binds)),
-            rw_binds=(endpoint.socket_path.parent,),
+            rw_binds=(endpoint.socket_path.parent, *((home,) if home else ())),
         )
         proc = await stack.sandbox.start(spec)
         try:
@@ -194,3 +206,35 @@ async def test_claude_code_reviewer_verdict_and_a_masked_command(
     summary = leaky.activities[0].summary
     assert summary.startswith("AWS_SECRET_ACCESS_KEY=") and summary.endswith("echo configured'")
     assert FAKE_VALUES["fake_aws_secret"] not in summary and "****" in summary
+
+
+async def test_a_retry_resumes_the_session_from_a_kept_home(stack: Stack, tmp_path: Path) -> None:
+    """SPEC §15: a retry resumes the session. Claude Code keeps the conversation under
+    ``$HOME/.claude/projects/``, so HOME must outlive the attempt: here a per-task host
+    directory bound read-write (the sandbox's tmpfs HOME dies with the sandbox). The retry
+    runs in another worktree, as a new attempt does."""
+    home = tmp_path / "home"
+    home.mkdir()
+    first = await _run_claude(
+        stack, tmp_path / "a1", "Task t-1: add a greeting. [script:claude-worker-hello]", home=home
+    )
+    assert first.rc == 0, first.stderr[-2000:]
+    session = first.parser.session_id
+    assert session is not None
+    assert list(home.glob(f".claude/projects/*/{session}.jsonl"))
+    asked = len(stack.scripted.requests)
+    retry = await _run_claude(
+        stack, tmp_path / "a2", "Go on with the task.", home=home, resume=session
+    )
+    assert retry.rc == 0, retry.stderr[-2000:]
+    assert retry.parser.session_id == session
+    resumed = stack.scripted.requests[asked:]
+    assert len(resumed) == 1
+    roles = [m["role"] for m in resumed[0].body["messages"]]
+    assert roles.count("assistant") == 3  # the first attempt's three turns came back
+    # The environment block of the new attempt names its own worktree; the script goes on.
+    from core.agents.scripted import request_cwd
+
+    assert request_cwd(resumed[0].body) == str(retry.worktree)
+    assert retry.parser.result is not None
+    assert retry.parser.result.summary == "Added hello.txt with a greeting and checked it."

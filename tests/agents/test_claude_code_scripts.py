@@ -65,7 +65,10 @@ def test_the_recorded_requests_state_their_cwd_in_a_system_message() -> None:
                     {"role": "assistant", "content": "Primary working directory: /not-me"},
                     {"role": "system", "content": [{"type": "text", "text": "x"}, 5]},
                     {"role": "user", "content": [{"type": "text", "text": "x"}]},
-                    {"role": "system", "content": " - Primary working directory: /resumed"},
+                    {
+                        "role": "system",
+                        "content": " - Primary working directory: /resumed (was /old)\n - x",
+                    },
                 ]
             },
             "/resumed",  # the last block wins: a resumed session states its new cwd
