@@ -320,9 +320,8 @@ class Spawner:
         assert run.launch is not None and run.workspace is not None
         agent = run.agent
         stats = await process.stats()
-        outcome = run.launch.outcome(
-            await asyncio.to_thread(last_line, run.agent_dir / "stdout.log")
-        )
+        launch, stdout = run.launch, run.agent_dir / "stdout.log"
+        outcome = await asyncio.to_thread(lambda: launch.outcome(last_line(stdout)))
         result = AgentResult(exit_code=exit_code, branch=run.workspace.branch, usage=outcome.usage)
         error: str | None = None
         if run.failure:

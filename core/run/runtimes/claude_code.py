@@ -36,6 +36,7 @@ from core.run.launch import (
     base_env,
 )
 from core.run.skills import Skill, resolve_skills
+from core.safeio import RefusedFile, read_tail
 from core.settings import Settings
 from sandbox import SandboxSpec
 from sandbox.forwarder import forwarder_argv, forwarder_path
@@ -45,6 +46,7 @@ GATEWAY_PORT = 41080
 """The gateway's loopback port inside every sandbox (each has its own network namespace)."""
 POLL_S = 0.25
 READ_MAX = 1024 * 1024
+RESULT_TAIL = 256 * 1024
 
 
 def home_dir(agent_id: str) -> Path:
@@ -83,9 +85,15 @@ class ClaudeCodeLaunch(Launch):
                 await asyncio.sleep(POLL_S)
 
     def outcome(self, last_stdout_line: str | None) -> LaunchOutcome:
+        """From the log's last ``RESULT_TAIL`` bytes (the ``result`` line is long: the usage of
+        every model it used); blocking, called in a thread."""
         parser = StreamParser(cwd=str(self.spec.workdir))
-        if last_stdout_line:
-            parser.feed(last_stdout_line)
+        try:
+            tail = read_tail(self.spec.log_dir / "stdout.log", RESULT_TAIL) or b""
+        except (RefusedFile, OSError):
+            tail = b""
+        for line in tail.decode("utf-8", "replace").splitlines()[-50:]:
+            parser.feed(line)
         if parser.result is None:
             return LaunchOutcome(summary=None, error="Claude Code ended without a result")
         result = parser.runtime_result(self.role)
