@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,8 +15,8 @@ import pytest
 
 from core.models import AgentStatus
 from mosaic_tui.cli import main
-from mosaic_tui.web import WebConfig, page_url, serve_web
-from tests.spine.conftest import OrchestratorFactory
+from mosaic_tui.web import WebConfig, page_url, run_web_command, serve_web
+from tests.spine.conftest import OrchestratorFactory, make_settings
 from tests.tui.conftest import LONG_AGENT, request, until, wait_status
 
 KEY = "s3cret-web-key"
@@ -152,6 +153,31 @@ async def test_stopping_the_server_stops_open_sessions(
             await _read_until(socket, b"Mosaic")
             assert len(_session_processes()) == 1
         assert _session_processes() == []
+
+
+async def test_without_a_url_web_runs_the_engine_and_api_too_and_sessions_attach_to_them(
+    tmp_path: Path, valkey_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path, valkey_url, orchestrator_api_key=KEY)
+    seen: list[bytes] = []
+
+    async def use_it() -> None:
+        out = capsys.readouterr().out
+        api = re.search(r"engine and API on (http://\S+)", out)
+        page = re.search(r"dashboard on (http://\S+/)", out)
+        assert api and page, out
+        async with aiohttp.ClientSession() as http:
+            async with http.get(api[1] + "/queue/stats", headers=bearer()) as resp:
+                assert resp.status == 200  # the in-process API, with the same key
+            socket = await http.ws_connect(page[1] + "ws", headers=bearer())
+            seen.append(await _read_until(socket, b"Queue"))
+            assert len(_session_processes()) == 1
+            await socket.close()
+
+    await run_web_command(settings, url=None, host="127.0.0.1", port=0, token=None, until=use_it)
+    assert seen and b"attached" in seen[0]
+    assert "stopping (killing live agents)" in capsys.readouterr().out
+    await until(lambda: _session_processes() == [], what="session processes end")
 
 
 @pytest.mark.parametrize(
