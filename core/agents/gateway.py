@@ -344,7 +344,7 @@ class ModelGateway:
         if bound is not None and budget.fits_now(bound + max_tokens):
             input_tokens = bound  # plenty of room: the cheap bound will do
         else:  # near the end of the budget, or content whose size does not bound its tokens
-            counted = await self._count_input(request, parsed)
+            counted = await self._count_input(endpoint, request, parsed)
             input_tokens = counted if counted is not None else len(body) + FRAME_TOKENS
         try:
             reservation = await budget.reserve(input_tokens, max_tokens, wait_s=self.wait_s)
@@ -388,21 +388,33 @@ class ModelGateway:
                 headers["x-api-key"] = self._api_key
         return headers
 
-    async def _count_input(self, request: BaseRequest, parsed: dict[str, Any]) -> int | None:
-        """The upstream's count of the request's input tokens; None when it cannot tell."""
+    async def _count_input(
+        self, endpoint: AgentEndpoint, request: BaseRequest, parsed: dict[str, Any]
+    ) -> int | None:
+        """The upstream's count of the request's input tokens; None when it cannot tell.
+
+        A rate-limited count holds every agent like any request, and is asked again after."""
         headers = {**self._upstream_headers(request), "content-type": "application/json"}
         headers.pop("accept", None)
         try:
-            async with self._client().post(
-                self.upstream + "/v1/messages/count_tokens",
-                json=count_request(parsed),
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=COUNT_TIMEOUT_S),
-            ) as upstream:
-                if upstream.status != 200:
+            while await self.limits.wait(endpoint.deadline):
+                async with self._client().post(
+                    self.upstream + "/v1/messages/count_tokens",
+                    json=count_request(parsed),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=COUNT_TIMEOUT_S),
+                ) as upstream:
+                    if upstream.status == 200:
+                        self.limits.clear()
+                        data: Any = await upstream.json(content_type=None)
+                        break
                     log.info("gateway: count_tokens upstream answered %s", upstream.status)
-                    return None
-                data: Any = await upstream.json(content_type=None)
+                    if upstream.status not in LIMIT_STATUSES or not await self._limited(
+                        endpoint, upstream, await upstream.read(), _response_headers(upstream)
+                    ):
+                        return None
+            else:
+                return None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.info("gateway: count_tokens upstream failed: %s", type(exc).__name__)
             return None

@@ -327,6 +327,19 @@ async def test_reservations_are_settled_once_across_retries_and_hang_ups(
     assert len(usage_log.calls) == 1
 
 
+async def test_a_token_count_near_the_budget_end_is_held_and_asked_again(
+    limited_gateway: ModelGateway, scripted: ScriptedModelServer, socket_dir: Path
+) -> None:
+    scripted.rate_limit(1.0)
+    async with limited_gateway.serve_agent("a1", socket_dir, 250) as endpoint:
+        status, _, _ = await post(endpoint)  # too close to the budget for the cheap bound
+        assert endpoint.budget.reserved == 0
+    assert status == 200
+    assert [a.path for a in scripted.limited] == ["/v1/messages/count_tokens"]
+    answered = [r.path for r in scripted.requests if r.at > scripted.limited[0].at]
+    assert answered == ["/v1/messages/count_tokens", "/v1/messages"]
+
+
 async def test_streaming_through_the_sdk_is_held_and_retried(
     limited_gateway: ModelGateway,
     scripted: ScriptedModelServer,
