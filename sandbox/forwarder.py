@@ -150,11 +150,16 @@ class _Listener:
                 print(f"forwarder: cannot reach {self.target}: {exc}", file=sys.stderr)
             client_w.close()
             return
-        try:
-            await asyncio.gather(_pump(client_r, up_w), _pump(up_r, client_w))
-        except OSError:
-            pass
+        pumps = [
+            asyncio.create_task(_pump(client_r, up_w)),
+            asyncio.create_task(_pump(up_r, client_w)),
+        ]
+        try:  # both directions to their end, or both down as soon as one fails
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
         finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
             client_w.close()
             up_w.close()
 
