@@ -346,6 +346,10 @@ def page_url(runner: web.AppRunner) -> str:
 def api_url_of(runner: web.AppRunner) -> str:
     """Where a session reaches an in-process API: its address, loopback for a wildcard."""
     host, port = runner.addresses[0][:2]
+    return reachable_url(str(host), int(port))
+
+
+def reachable_url(host: str, port: int) -> str:
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
     elif host == "::":

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import aiohttp
 import psutil
 import pytest
 
+from core.errors import ConfigError
 from core.models import AgentStatus
 from mosaic_tui.cli import main
-from mosaic_tui.web import WebConfig, page_url, run_web_command, serve_web
+from mosaic_tui.web import WebConfig, page_url, reachable_url, run_web_command, serve_web
 from tests.spine.conftest import OrchestratorFactory, make_settings
 from tests.tui.conftest import LONG_AGENT, request, until, wait_status
 
@@ -127,6 +129,9 @@ async def test_a_browser_session_is_an_attached_dashboard_holding_the_key_in_its
                 process = sessions[0]
                 assert KEY not in " ".join(process.cmdline())  # ps shows argv, not the env
                 assert process.environ()["ORCHESTRATOR_API_KEY"] == KEY
+                await socket.send_json(["resize", {"width": 100, "height": 28}])
+                await socket.send_json(["blur"])
+                await socket.send_json(["focus"])
                 await socket.send_json(["ping", "p1"])
                 await socket.send_str("not json")  # dropped, the session carries on
                 await socket.send_json(["stdin", "q"])  # attached: q detaches at once
@@ -147,12 +152,53 @@ async def test_a_browser_session_is_an_attached_dashboard_holding_the_key_in_its
 async def test_stopping_the_server_stops_open_sessions(
     orchestrator_factory: OrchestratorFactory,
 ) -> None:
-    async with orchestrator_factory(orchestrator_api_key=KEY) as orch:
-        async with web_server(orch.url) as (url, http):
-            socket = await http.ws_connect(url + "ws", headers=bearer())
+    async with (
+        orchestrator_factory(orchestrator_api_key=KEY) as orch,
+        aiohttp.ClientSession() as browser,  # outlives the server: the server ends the session
+    ):
+        async with web_server(orch.url) as (url, _):
+            socket = await browser.ws_connect(url + "ws", headers=bearer())
             await _read_until(socket, b"Mosaic")
             assert len(_session_processes()) == 1
         assert _session_processes() == []
+        closing = await socket.receive()
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert closing.type is aiohttp.WSMsgType.CLOSED or closing.data == 1001  # going away
+
+
+async def test_sessions_are_capped_and_odd_query_values_fall_back() -> None:
+    async with web_server(api_key=None, max_sessions=0) as (url, http):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "ws?width=x&height=-5")
+        assert refused.value.status == 503
+        async with http.get(url + "?fontsize=huge") as resp:
+            assert 'data-font-size="16"' in await resp.text()
+        async with http.get(url + "?fontsize=4000") as resp:
+            assert 'data-font-size="48"' in await resp.text()
+
+
+async def test_a_busy_port_is_one_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            async with serve_web(WebConfig(api_url=NOWHERE, port=port)):
+                pass
+
+
+def test_sessions_reach_an_in_process_api_on_loopback_when_it_listens_everywhere() -> None:
+    assert reachable_url("0.0.0.0", 3001) == "http://127.0.0.1:3001"
+    assert reachable_url("::", 3001) == "http://[::1]:3001"
+    assert reachable_url("10.1.2.3", 3001) == "http://10.1.2.3:3001"
+    config = WebConfig(api_url="http://127.0.0.1:3001", api_key=KEY, python="/usr/bin/python3")
+    assert config.session_command() == "/usr/bin/python3 -m mosaic_tui attach http://127.0.0.1:3001"
+    assert config.session_environment({"ORCHESTRATOR_API_KEY": "old", "A": "1"}) == {
+        "ORCHESTRATOR_API_KEY": KEY,
+        "A": "1",
+    }
+    keyless = WebConfig(api_url="http://127.0.0.1:3001")
+    assert keyless.session_environment({"ORCHESTRATOR_API_KEY": "old"}) == {}
 
 
 async def test_without_a_url_web_runs_the_engine_and_api_too_and_sessions_attach_to_them(
