@@ -2,8 +2,8 @@
 
 The claude-code runtime (SPEC §15) runs ``claude -p`` in the agent's sandbox; this module holds
 the pure parts: :func:`find_claude`, :func:`claude_binds`, :func:`claude_argv`,
-:func:`claude_env` and :class:`StreamParser` (its ``--output-format stream-json`` lines ->
-activities, session id, result, verdict).
+:func:`claude_env`, and re-exports :class:`StreamParser` of :mod:`core.agents.claude_stream`
+(its ``--output-format stream-json`` lines -> activities, session id, result, verdict).
 
 What the pinned 2.1.332 does (recorded against the scripted model as uid 64000; trimmed copies in
 ``tests/agents/fixtures/claude_code/``):
@@ -49,23 +49,23 @@ What the pinned 2.1.332 does (recorded against the scripted model as uid 64000; 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
-from core.agents.results import RuntimeResult, Verdict
-from core.git.secrets import mask_text
-from core.models import Usage
+from core.agents.claude_stream import (
+    MAX_LINE_BYTES,
+    SUMMARY_MAX,
+    Activity,
+    ClaudeResult,
+    StreamParser,
+)
 
 PACKAGE = "@anthropic-ai/claude-code"
 NATIVE_PACKAGES = tuple(
     f"{PACKAGE}-{p}" for p in ("linux-x64", "linux-arm64", "linux-x64-musl", "linux-arm64-musl")
 )
-SUMMARY_MAX = 200
 MAX_ARG_BYTES = 120 * 1024  # Linux caps one argv string at 128 KiB
 _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "TMPDIR")
@@ -225,193 +225,17 @@ def claude_env(
     return env
 
 
-# -- what it prints ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Activity:
-    """One tool call: its name and a short, masked summary of its input."""
-
-    tool: str
-    summary: str
-
-
-@dataclass
-class ClaudeResult:
-    """The final ``result`` line. ``usage.input_tokens`` counts cache reads and writes too
-    (also given apart); ``usage.cost_usd`` is the CLI's own estimate."""
-
-    summary: str
-    turns: int
-    usage: Usage
-    cost_usd: float
-    is_error: bool
-    error: str | None
-    subtype: str = ""
-    session_id: str | None = None
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    budget: Literal["turns"] | None = None
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _short(text: str) -> str:
-    text = mask_text(" ".join(text.split()))
-    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 3] + "..."
-
-
-_PATH_KEYS = ("file_path", "notebook_path", "path")
-_TEXT_KEYS = ("command", "pattern", "url", "query", "description", "prompt", "skill")
-
-
-@dataclass
-class StreamParser:
-    """Feed it Claude Code's stdout line by line; it never raises on what it is fed."""
-
-    cwd: str | None = None
-    """The agent's working directory (paths in summaries are shown relative to it); the
-    ``system/init`` line's ``cwd`` replaces it."""
-    session_id: str | None = None
-    result: ClaudeResult | None = None
-    last_text: str = ""
-    garbage: int = 0
-    _seen: set[str] = field(default_factory=set)
-
-    def feed(self, line: str) -> list[Activity]:
-        try:
-            data = json.loads(line)
-        except (ValueError, TypeError, RecursionError):
-            if line.strip():
-                self.garbage += 1
-            return []
-        if not isinstance(data, dict):
-            self.garbage += 1
-            return []
-        try:
-            return self._message(data)
-        except (ValueError, TypeError, KeyError, AttributeError):
-            self.garbage += 1
-            return []
-
-    def _message(self, data: dict[str, Any]) -> list[Activity]:
-        kind = data.get("type")
-        if isinstance(data.get("session_id"), str) and self.session_id is None:
-            self.session_id = data["session_id"]
-        if kind == "system" and data.get("subtype") == "init":
-            if isinstance(data.get("session_id"), str):
-                self.session_id = data["session_id"]
-            if isinstance(data.get("cwd"), str):
-                self.cwd = data["cwd"]
-            return []
-        if kind == "result":
-            self.result = self._result(data)
-            return []
-        if kind != "assistant":
-            return []
-        message = data.get("message")
-        content = message.get("content") if isinstance(message, dict) else None
-        activities: list[Activity] = []
-        for block in content if isinstance(content, list) else []:
-            if not isinstance(block, dict):
-                continue
-            if block.get("type") == "text" and isinstance(block.get("text"), str):
-                if block["text"].strip():
-                    self.last_text = block["text"]
-            elif block.get("type") == "tool_use" and isinstance(block.get("name"), str):
-                ident = block.get("id")
-                if isinstance(ident, str):
-                    if ident in self._seen:
-                        continue
-                    self._seen.add(ident)
-                tool_input = block.get("input")
-                args = tool_input if isinstance(tool_input, dict) else {}
-                activities.append(Activity(_short(block["name"]), self.summarize(args)))
-        return activities
-
-    def summarize(self, args: dict[str, Any]) -> str:
-        """The input's gist: a path (relative to the cwd), else a command, pattern, url..."""
-        for key in _PATH_KEYS:
-            value = args.get(key)
-            if isinstance(value, str) and value:
-                return _short(self._relative(value))
-        for key in _TEXT_KEYS:
-            value = args.get(key)
-            if isinstance(value, str) and value:
-                return _short(value)
-        return _short(json.dumps(args, ensure_ascii=False, sort_keys=True)) if args else ""
-
-    def _relative(self, path: str) -> str:
-        if self.cwd and os.path.isabs(path):
-            rel = os.path.relpath(os.path.normpath(path), os.path.normpath(self.cwd))
-            if rel != ".." and not rel.startswith("../"):
-                return rel
-        return path
-
-    def _result(self, data: dict[str, Any]) -> ClaudeResult:
-        raw = data.get("usage")
-        raw_usage: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        cache_read = _int(raw_usage.get("cache_read_input_tokens"))
-        cache_write = _int(raw_usage.get("cache_creation_input_tokens"))
-        cost = data.get("total_cost_usd")
-        cost_usd = float(cost) if isinstance(cost, int | float) and cost > 0 else 0.0
-        turns = _int(data.get("num_turns"))
-        usage = Usage(
-            input_tokens=_int(raw_usage.get("input_tokens")) + cache_read + cache_write,
-            output_tokens=_int(raw_usage.get("output_tokens")),
-            cost_usd=cost_usd,
-            turns=turns,
-        )
-        final = data.get("result")
-        text = final if isinstance(final, str) else ""
-        subtype = str(data.get("subtype") or "")
-        is_error = bool(data.get("is_error")) or subtype.startswith("error")
-        error = None
-        if is_error:
-            errors = data.get("errors")
-            named = [str(e) for e in errors if e] if isinstance(errors, list) else []
-            error = mask_text("; ".join(named) or text or subtype or "Claude Code failed")
-        return ClaudeResult(
-            summary=mask_text(text),
-            turns=turns,
-            usage=usage,
-            cost_usd=cost_usd,
-            is_error=is_error,
-            error=error,
-            subtype=subtype,
-            session_id=data["session_id"] if isinstance(data.get("session_id"), str) else None,
-            cache_read_input_tokens=cache_read,
-            cache_creation_input_tokens=cache_write,
-            budget="turns" if subtype == "error_max_turns" else None,
-        )
-
-    def verdict(self) -> Verdict | None:
-        """A reviewer's verdict (``VERDICT: approve|request_changes`` and ``- `` comments) in
-        the final text, parsed exactly as the builtin runtime parses its own; None without."""
-        from core.agents.runtime import parse_verdict  # the builtin's parser, one definition
-
-        text = self.result.summary if self.result is not None else ""
-        parsed = parse_verdict(text) if text else None
-        return Verdict.model_validate(parsed) if parsed else None
-
-    def runtime_result(self, role: str) -> RuntimeResult:
-        """The run as the builtin runtime reports one (``core.agents.results``), so the finish
-        stage treats both alike; no ``result`` line (killed, crashed) is a failure."""
-        result = self.result
-        if result is None:
-            return RuntimeResult(
-                status="failed",
-                summary=mask_text(self.last_text),
-                error="Claude Code ended without a result",
-            )
-        failed = result.is_error
-        return RuntimeResult(
-            status="failed" if failed else "completed",
-            summary=result.summary,
-            verdict=self.verdict() if role == "reviewer" and not failed else None,
-            usage=result.usage,
-            error=result.error,
-            budget=result.budget,
-        )
+__all__ = [
+    "MAX_ARG_BYTES",
+    "MAX_LINE_BYTES",
+    "NATIVE_PACKAGES",
+    "PACKAGE",
+    "SUMMARY_MAX",
+    "Activity",
+    "ClaudeResult",
+    "StreamParser",
+    "claude_argv",
+    "claude_binds",
+    "claude_env",
+    "find_claude",
+]

@@ -170,6 +170,38 @@ def test_garbage_is_counted_and_a_tool_use_without_input_still_shows() -> None:
     assert parser.feed(line) == [Activity("Bash", "")]
 
 
+@pytest.mark.parametrize("size", [1, 7, 333, 1 << 20])
+def test_bytes_in_any_chunks_parse_as_the_lines_do(size: int) -> None:
+    data = "\n".join(stream("reviewer")).encode()  # no newline after the result line
+    parser = StreamParser()
+    activities: list[Activity] = []
+    for i in range(0, len(data), size):
+        activities += parser.feed_bytes(data[i : i + size])
+    assert parser.result is None  # the last line is not complete yet
+    activities += parser.flush()
+    by_lines, expected = parse("reviewer")
+    assert activities == expected and parser.result == by_lines.result
+    assert parser.session_id == by_lines.session_id and parser.garbage == 0
+    assert parser.flush() == []
+
+
+def test_an_overlong_line_is_skipped_without_being_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("core.agents.claude_stream.MAX_LINE_BYTES", 300)
+    ok = json.dumps(
+        {"type": "assistant", "message": {"content": [{"type": "tool_use", "name": "Bash"}]}}
+    ).encode()
+    huge = json.dumps({"type": "user", "message": {"content": "x" * 2000}}).encode()
+    parser = StreamParser()
+    got: list[Activity] = []
+    for chunk in (huge[:100], huge[100:1000], huge[1000:] + b"\n" + ok[:10], ok[10:] + b"\n"):
+        got += parser.feed_bytes(chunk)
+        assert len(parser._buffer) <= 300
+    assert got == [Activity("Bash", "")] and parser.garbage == 1
+    assert parser.feed_bytes(huge + b"\n") == [] and parser.garbage == 2  # whole, in one chunk
+    parser.feed_bytes(huge)  # cut off at the end of the output
+    assert parser.flush() == [] and parser.garbage == 3
+
+
 def test_a_tool_use_seen_twice_is_reported_once() -> None:
     block = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
     line = json.dumps({"type": "assistant", "message": {"content": [block]}})

@@ -129,7 +129,7 @@ async def _run_claude(
                 home=str(home) if home else SANDBOX_HOME,
             ),
             log_dir=logs,
-            memory_mb=1024,
+            memory_mb=512,
             pids_max=256,
             ro_binds=tuple(dict.fromkeys(binds)),
             rw_binds=(endpoint.socket_path.parent, *((home,) if home else ())),
@@ -141,9 +141,8 @@ async def _run_claude(
             await proc.cleanup()
         usage, token = endpoint.usage, endpoint.token
     parser = StreamParser(cwd=str(worktree))
-    activities: list[Activity] = []
-    for line in (logs / "stdout.log").read_text().splitlines():
-        activities += parser.feed(line)
+    activities = parser.feed_bytes((logs / "stdout.log").read_bytes()) + parser.flush()
+    assert parser.garbage == 0
     stderr = (logs / "stderr.log").read_text()
     assert usage.input_tokens > 0, stderr[-2000:]  # the model was reached through the gateway
     return Run(rc, parser, activities, worktree, token, stderr)
