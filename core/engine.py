@@ -46,6 +46,7 @@ from core.reconcile import reconcile
 from core.run import REVIEW_SUFFIX, AiReviewer, Finisher, Spawner, WorkspaceManager
 from core.run.runtimes import BuiltinRuntime, CommandRuntime, Runtime, Runtimes
 from core.run.runtimes.claude_code import ClaudeCodeRuntime
+from core.run.iodir import io_root
 from core.run.skills import resolve_skills
 from core.settings import Settings
 from core.store import StateStore
@@ -196,6 +197,7 @@ class Engine:
                     keep_days=settings.mosaic_keep_days,
                     live=live,
                     author=(settings.git_author_name, settings.git_author_email),
+                    io_root=await asyncio.to_thread(io_root),
                 )
             except Exception:  # the next pass tries again
                 log.exception("gc pass failed")

@@ -6,6 +6,9 @@ worktrees. Run periodically by the engine and as ``mosaic-orchestrator gc``.
   knows which agents are live; the ``gc`` command, which may run beside an engine, leaves
   worktrees to the engine (start-up reconciliation and its periodic pass).
 - A clone with no worktree and no kept ref, not fetched for ``MOSAIC_KEEP_DAYS``, is removed.
+- An agent I/O directory (``core/run/iodir.py``: its sockets, a claude-code HOME) that no live
+  agent owns and that has not changed for a day is removed (a crash left it; the I/O root is
+  shared by the instances of a host, hence the day: another instance's live agent is younger).
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ class GcReport:
     expired_kept: list[str] = field(default_factory=list)
     removed_worktrees: list[Path] = field(default_factory=list)
     removed_clones: list[Path] = field(default_factory=list)
+    removed_io: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"gc: {len(self.expired_kept)} kept ref(s) expired, "
-            f"{len(self.removed_worktrees)} orphan worktree(s) and "
-            f"{len(self.removed_clones)} stale clone(s) removed"
+            f"{len(self.removed_worktrees)} orphan worktree(s), "
+            f"{len(self.removed_clones)} stale clone(s) and "
+            f"{len(self.removed_io)} orphan agent I/O dir(s) removed"
         )
 
 
@@ -91,6 +96,7 @@ async def collect_garbage(
     live: set[str] | None,
     author: tuple[str, str],
     now: float | None = None,
+    io_root: Path | None = None,
 ) -> GcReport:
     """One gc pass. ``live``: the agents whose worktrees must stay (None: leave worktrees)."""
     report = GcReport()
@@ -109,6 +115,36 @@ async def collect_garbage(
             if await _stale(cache, now - max_age):
                 await asyncio.to_thread(shutil.rmtree, cache, True)
                 report.removed_clones.append(cache)
-    if report.expired_kept or report.removed_worktrees or report.removed_clones:
+    if live is not None and io_root is not None:
+        report.removed_io = await asyncio.to_thread(_prune_io, io_root, live, now - IO_GRACE_S)
+    if (
+        report.expired_kept
+        or report.removed_worktrees
+        or report.removed_clones
+        or report.removed_io
+    ):
         log.info(report.summary())
     return report
+
+
+IO_GRACE_S = DAY_S
+
+
+def _prune_io(root: Path, live: set[str], cutoff: float) -> list[Path]:
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        agent_id = entry.name.split(".", 1)[0]
+        if agent_id in live:
+            continue
+        try:
+            if entry.is_symlink() or entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed

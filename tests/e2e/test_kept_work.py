@@ -133,3 +133,27 @@ def test_the_gc_command_runs_on_the_state_dir(
     (tmp_path / "state" / "repos").mkdir(parents=True)
     assert main(["gc"]) == 0
     assert "gc: 0 kept ref(s) expired" in capsys.readouterr().out
+
+
+async def test_gc_removes_orphan_agent_io_dirs_after_a_day(tmp_path: Path) -> None:
+    """A crash can leave an agent's I/O dir (sockets, a claude-code HOME) behind: gc removes
+    those of no live agent once a day old, and leaves a live agent's and recent ones."""
+    import os
+
+    from core.gc import IO_GRACE_S, collect_garbage
+    from core.paths import StatePaths
+
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    io = tmp_path / "io"
+    for name in ("dead", "dead.home", "live.home", "young"):
+        (io / name).mkdir(parents=True)
+    old = 1_000_000.0
+    for name in ("dead", "dead.home", "live.home"):
+        os.utime(io / name, (old, old))
+    report = await collect_garbage(
+        paths, keep_days=14, live={"live"}, author=("t", "t@x"), now=old + IO_GRACE_S + 1,
+        io_root=io,
+    )  # fmt: skip
+    assert sorted(p.name for p in report.removed_io) == ["dead", "dead.home"]
+    assert sorted(p.name for p in io.iterdir()) == ["live.home", "young"]
