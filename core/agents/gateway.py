@@ -55,7 +55,7 @@ from core.agents.admission import (
 from core.agents.errors import GatewayError
 from core.agents.httpserve import RunningServer, error_response, serve_unix
 from core.agents.prices import PriceTable
-from core.agents.ratelimit import LIMIT_STATUSES, SharedRateLimit
+from core.agents.ratelimit import LIMIT_STATUSES, OnRateLimited, RateLimitGate, SharedRateLimit
 from core.agents.usage import UsageMeter
 from core.models import Usage
 
@@ -83,8 +83,6 @@ FORWARD_RESPONSE_HEADERS = (
 )
 
 OnUsage = Callable[[str, Usage], Awaitable[None]]
-OnRateLimited = Callable[[datetime, float, int], Awaitable[None]]
-"""``(until, wait_s, status)``: called once when a rate-limit episode begins."""
 Outcome = Literal["aborted", "answered", "unreachable"]
 
 
@@ -160,10 +158,8 @@ class ModelGateway:
         self.count_tokens_per_min = count_tokens_per_min
         self._session: aiohttp.ClientSession | None = None
         self._endpoints: dict[str, AgentEndpoint] = {}
-        self.on_rate_limited = on_rate_limited
         self.limits = rate_limit or SharedRateLimit()
-        self._refusal: tuple[int, bytes, dict[str, str]] | None = None
-        """The upstream's last 429/529 answer, replayed to an agent that cannot wait it out."""
+        self._limited = RateLimitGate(self.limits, on_rate_limited)
 
     def __repr__(self) -> str:
         return f"ModelGateway(upstream={self.upstream!r}, agents={len(self._endpoints)})"
@@ -315,7 +311,7 @@ class ModelGateway:
                 f"count_tokens is limited to {self.count_tokens_per_min} a minute for each agent",
                 retry_after=wait,
             )
-        if (refusal := await self._await_clear(endpoint)) is not None:
+        if (refusal := await self._limited.clear(endpoint.agent_id, endpoint.deadline)) is not None:
             return refusal
         async with endpoint.slots.hold(endpoint.agent_id):
             body = await request.content.read(MAX_BODY_BYTES + 1)
@@ -409,8 +405,13 @@ class ModelGateway:
                         data: Any = await upstream.json(content_type=None)
                         break
                     log.info("gateway: count_tokens upstream answered %s", upstream.status)
-                    if upstream.status not in LIMIT_STATUSES or not await self._limited(
-                        endpoint, upstream, await upstream.read(), _response_headers(upstream)
+                    if upstream.status not in LIMIT_STATUSES or not await self._limited.refused(
+                        endpoint.agent_id,
+                        endpoint.deadline,
+                        upstream.status,
+                        upstream.headers,
+                        await upstream.read(),
+                        _response_headers(upstream),
                     ):
                         return None
             else:
@@ -439,7 +440,9 @@ class ModelGateway:
         outcome: Outcome = "answered"
         response: StreamResponse | None = None
         try:
-            while (refusal := await self._await_clear(endpoint)) is None:
+            while (
+                refusal := await self._limited.clear(endpoint.agent_id, endpoint.deadline)
+            ) is None:
                 outcome = "aborted"
                 upstream = await self._client().post(
                     url, data=body, headers=self._upstream_headers(request)
@@ -451,7 +454,14 @@ class ModelGateway:
                     data = await upstream.read()
                 outcome = "answered"
                 out_headers = _response_headers(upstream)
-                if not await self._limited(endpoint, upstream, data, out_headers):
+                if not await self._limited.refused(
+                    endpoint.agent_id,
+                    endpoint.deadline,
+                    upstream.status,
+                    upstream.headers,
+                    data,
+                    out_headers,
+                ):
                     return Response(status=upstream.status, body=data, headers=out_headers)
             else:
                 return refusal
@@ -497,47 +507,6 @@ class ModelGateway:
                 await self._settle(
                     endpoint, str(parsed.get("model", "")), meter, reservation, outcome
                 )
-
-    async def _await_clear(self, endpoint: AgentEndpoint) -> Response | None:
-        """Wait out a shared rate-limit hold: None once clear, or the refusal to pass on when the
-        hold would outlast the agent's deadline."""
-        if await self.limits.wait(endpoint.deadline):
-            return None
-        log.info(
-            "gateway: agent %s's deadline comes before the rate limit ends; passing it on",
-            endpoint.agent_id,
-        )
-        status, body, headers = self._refusal or (429, b"", {})
-        response = Response(status=status, body=body, headers=headers)
-        if not body:
-            response = error_response(
-                429, "rate_limit_error", "the model is rate limited", retry=True
-            )
-        response.headers["retry-after"] = str(max(1, math.ceil(self.limits.remaining_s())))
-        return response
-
-    async def _limited(
-        self,
-        endpoint: AgentEndpoint,
-        upstream: aiohttp.ClientResponse,
-        body: bytes,
-        headers: dict[str, str],
-    ) -> bool:
-        """Record the upstream's 429/529 for every agent; whether to retry after the hold."""
-        limited = self.limits.record(upstream.status, upstream.headers)
-        self._refusal = (upstream.status, body, headers)
-        log.info(
-            "gateway: upstream answered %s for agent %s; holding requests %.1fs",
-            upstream.status,
-            endpoint.agent_id,
-            limited.wait_s,
-        )
-        if limited.new_episode and self.on_rate_limited is not None:
-            try:
-                await self.on_rate_limited(limited.until, limited.wait_s, limited.status)
-            except Exception:
-                log.exception("gateway: on_rate_limited failed")
-        return not self.limits.outlasts(endpoint.deadline)
 
     async def _settle(
         self,

@@ -24,10 +24,13 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from aiohttp.web_response import Response
+
+from core.agents.httpserve import error_response
 from core.models import Event, EventType
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,10 @@ GAP_S = 60.0
 """A refusal this long after the last hold ended begins a new episode."""
 JITTER = 0.25
 """Holds without a given end are lengthened by up to this fraction, so clients spread out."""
+
+
+OnRateLimited = Callable[[datetime, float, int], Awaitable[None]]
+"""``(until, wait_s, status)``: called once when a rate-limit episode begins."""
 
 
 @dataclass(frozen=True)
@@ -188,3 +195,50 @@ class SharedRateLimit:
                 return False
             await asyncio.sleep(left)
         return True
+
+
+class RateLimitGate:
+    """What a gateway does with the upstream's refusals: the shared hold, the episode's event, and
+    the refusal it passes on to an agent that cannot wait it out."""
+
+    def __init__(self, limits: SharedRateLimit, on_rate_limited: OnRateLimited | None) -> None:
+        self.limits = limits
+        self.on_rate_limited = on_rate_limited
+        self._last: tuple[int, bytes, dict[str, str]] | None = None
+        """The upstream's last 429/529 answer: status, body, the headers passed on."""
+
+    async def clear(self, agent_id: str, deadline: float | None) -> Response | None:
+        """Wait out the hold: None once clear, or the refusal to answer when the hold would
+        outlast the agent's ``deadline`` (with a ``retry-after`` for what is left of it)."""
+        if await self.limits.wait(deadline):
+            return None
+        log.info("agent %s's deadline comes before the rate limit ends; refused", agent_id)
+        status, body, headers = self._last or (429, b"", {})
+        if body:
+            response = Response(status=status, body=body, headers=headers)
+        else:
+            response = error_response(
+                429, "rate_limit_error", "the model is rate limited", retry=True
+            )
+        response.headers["retry-after"] = str(max(1, math.ceil(self.limits.remaining_s())))
+        return response
+
+    async def refused(
+        self,
+        agent_id: str,
+        deadline: float | None,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        passed_on: dict[str, str],
+    ) -> bool:
+        """Record a 429/529 for every agent; whether the agent can wait for it (then retry)."""
+        limited = self.limits.record(status, headers)
+        self._last = (status, body, passed_on)
+        log.info("upstream answered %s for agent %s; hold %.1fs", status, agent_id, limited.wait_s)
+        if limited.new_episode and self.on_rate_limited is not None:
+            try:
+                await self.on_rate_limited(limited.until, limited.wait_s, limited.status)
+            except Exception:
+                log.exception("on_rate_limited failed")
+        return not self.limits.outlasts(deadline)

@@ -410,7 +410,7 @@ async def test_a_failing_on_rate_limited_does_not_fail_the_request(
     )
     scripted.rate_limit(0.5)
     try:
-        with caplog.at_level(logging.ERROR, logger="core.agents.gateway"):
+        with caplog.at_level(logging.ERROR, logger="core.agents.ratelimit"):
             async with gateway.serve_agent("a1", socket_dir, None) as endpoint:
                 status, _, _ = await post(endpoint)
     finally:
