@@ -230,3 +230,27 @@ async def test_the_agent_starts_with_default_signal_dispositions(echo_sock: Path
     rc, forwarded, err, _ = await run(argv)
     assert rc == 0, err
     assert forwarded == direct
+
+
+async def test_bulk_bytes_both_ways_arrive_intact(echo_sock: Path, io_dir: Path) -> None:
+    """32 MiB sent while the echo comes back: backpressure on both sides, nothing lost."""
+    client = """
+import hashlib, os, socket, threading
+data = os.urandom(1 << 20) * 32
+s = socket.create_connection(("127.0.0.1", 29109), timeout=30)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=send).start()
+got = hashlib.sha256()
+n = 0
+while chunk := s.recv(1 << 16):
+    got.update(chunk)
+    n += len(chunk)
+print(n, got.hexdigest() == hashlib.sha256(data + b"<eof>").hexdigest())
+"""
+    argv = forwarder_argv(PYTHON, forwarder_path(), {29109: echo_sock}, [PYTHON, "-c", client])
+    rc, out, err, _ = await run(argv, timeout=60)
+    assert rc == 0, err
+    assert out.split() == [str((32 << 20) + 5), "True"]
+    assert await gone(io_dir)
