@@ -180,6 +180,24 @@ class RemoteEngine:
     async def queue_stats(self) -> QueueStats:
         return QueueStats.model_validate(await self._call("GET", "/queue/stats"))
 
+    async def diff(self, agent_id: str) -> str:
+        """``GET /agents/{id}/diff`` (text/plain); 404 is ``NotFound`` with the server's message."""
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        url = f"{self.url}/agents/{quote(agent_id, safe='')}/diff"
+        try:
+            async with self.http.get(url, timeout=timeout) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise NotReady(f"cannot reach the orchestrator at {self.url}: {exc}") from None
+        if status >= 400:
+            try:
+                data = json.loads(text) if text else None
+            except json.JSONDecodeError:
+                data = None
+            raise self._error(status, data, text)
+        return text
+
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         try:
             data = await self._call("GET", "/health/ready")

@@ -2,6 +2,7 @@
 
 from mosaic_tui.screens.confirm import ConfirmKill, ConfirmKillAll, ConfirmQuit
 from mosaic_tui.screens.detail import DetailScreen
+from mosaic_tui.screens.diff import DiffScreen
 from mosaic_tui.screens.help import HelpScreen
 from mosaic_tui.screens.spawn import SpawnScreen
 
@@ -10,6 +11,7 @@ __all__ = [
     "ConfirmKillAll",
     "ConfirmQuit",
     "DetailScreen",
+    "DiffScreen",
     "HelpScreen",
     "SpawnScreen",
 ]

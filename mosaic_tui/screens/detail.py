@@ -129,6 +129,7 @@ class DetailScreen(Screen[None]):
         Binding("escape", "back", "Back"),
         Binding("backspace", "back", "Back", show=False),
         Binding("k", "kill", "Kill agent"),
+        Binding("d", "diff", "Diff"),
         Binding("question_mark", "app.help", "Help"),
     ]
 
@@ -215,3 +216,8 @@ class DetailScreen(Screen[None]):
 
     def action_kill(self) -> None:
         self.mosaic.confirm_kill(self.agent_id)
+
+    def action_diff(self) -> None:
+        from mosaic_tui.screens.diff import DiffScreen
+
+        self.app.push_screen(DiffScreen(self.agent_id))

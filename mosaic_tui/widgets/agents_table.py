@@ -104,6 +104,12 @@ class AgentsTable(ScrollView, can_focus=True):
             return None
         return self.book.shown_at(min(self.cursor_row, self.row_count - 1))
 
+    def on_screen_ids(self) -> list[str]:
+        """The agents whose rows are on screen now."""
+        top = round(self.scroll_offset.y)
+        end = min(self.row_count, top + self._body_height())
+        return [self.book.shown_at(index) for index in range(top, end)]
+
     def row_texts(self, index: int) -> list[str]:
         """The plain text of the cells of row ``index`` (as drawn, before cropping)."""
         agent = self.book.agents[self.book.shown_at(index)]

@@ -1,8 +1,9 @@
 """Screenshots of the main screens (pytest-textual-snapshot's SVG extension), deterministic.
 
 The state is fixed (task ids, a paused queue, one agent killed while queued), the clock is
-frozen, and the agent ids are made deterministic (``00000001-...``). Update with ``pytest tests/tui --snapshot-update``;
-the accepted SVGs are copied to ``docs/screenshots/`` for the README.
+frozen, and the agent ids are made deterministic (``00000001-...``). Update with
+``pytest tests/tui --snapshot-update``; the accepted SVGs are copied to ``docs/screenshots/`` for
+the README.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import itertools
 from pathlib import Path
 
 import pytest
-
 from pytest_textual_snapshot import SVGImageExtension
 from syrupy import SnapshotAssertion
 from textual.pilot import Pilot
