@@ -18,7 +18,14 @@ import pytest
 import pytest_asyncio
 
 from core.models import EventType
-from core.net import Allowlist, EgressError, EgressProxy, ProxyEndpoint, proxy_env
+from core.net import (
+    Allowlist,
+    EgressError,
+    EgressProxy,
+    ProxyEndpoint,
+    proxy_env,
+    system_resolver,
+)
 
 from .conftest import Events, Upstream, exchange, free_port
 
@@ -359,3 +366,17 @@ def test_proxy_env_points_every_client_at_the_loopback_port_but_not_loopback() -
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         assert env[name] == "http://127.0.0.1:3128"
     assert env["NO_PROXY"] == env["no_proxy"] == "127.0.0.1,localhost"
+
+
+async def test_the_default_resolver_is_the_hosts_and_its_answer_is_checked(
+    io_dir: Path, upstream: Upstream, events: Events
+) -> None:
+    assert set(await system_resolver("localhost")) & {"127.0.0.1", "::1"}
+    # localhost resolves to loopback, let through because it is listed by name; when ::1 comes
+    # first, the proxy falls back to the next checked address (the server is on 127.0.0.1).
+    proxy = EgressProxy(Allowlist.parse(f"localhost:{upstream.port}"), events.emit)
+    async with proxy.serve_agent("a1", io_dir) as endpoint:
+        request = f"GET http://localhost:{upstream.port}/hello HTTP/1.1\r\n\r\n".encode()
+        answer = await exchange(endpoint.socket_path, request)
+        assert status_of(answer) == 200 and body_of(answer) == b"hello from upstream"
+    assert events.of(EventType.NET_ALLOWED)[0]["host"] == "localhost"
