@@ -50,12 +50,14 @@ from core.run.iodir import io_root
 from core.run.skills import resolve_skills
 from core.settings import Settings
 from core.store import StateStore
-from core.valkey import ValkeyEndpoint, open_valkey
+from core.valkey import ValkeyEndpoint, ValkeyWatch, open_valkey
 from sandbox import Sandbox, SandboxError
 from sandbox.factory import create_sandbox, release_scope
 from sandbox.reaper import OrphanReaper, enable_subreaper
 
 log = logging.getLogger(__name__)
+
+READY_PING_S = 1.0
 
 
 class Engine:
@@ -105,8 +107,15 @@ class Engine:
                 await client.ping()  # type: ignore[misc]
             except Exception as exc:
                 raise NotReady(f"Valkey at {endpoint.label} is not reachable: {exc}") from None
-            store = StateStore(client, stream_maxlen=settings.event_stream_maxlen)
-            lifecycle = Lifecycle(store)
+            watch = ValkeyWatch(endpoint)
+            stack.push_async_callback(watch.aclose)
+            watching = asyncio.create_task(watch.run(), name="valkey-watch")
+            stack.push_async_callback(_cancel, watching)
+            store = StateStore(
+                client, stream_maxlen=settings.event_stream_maxlen, availability=watch
+            )
+            durable = store.durable_twin()  # the run pipeline's: waits out Valkey outages
+            lifecycle = Lifecycle(durable)
             scope = sandbox_scope(settings, instance)
             sandbox = _make_sandbox(settings, scope)
             stack.push_async_callback(release_scope, settings.sandbox_backend, scope)
@@ -115,7 +124,7 @@ class Engine:
             reviewer = AiReviewer(settings, sandbox, claude, paths) if claude else None
             finisher = Finisher(
                 settings=settings,
-                store=store,
+                store=durable,
                 gates=create_gate_runner(settings.coordinator_url),
                 sandbox_for_gates=sandbox,
                 paths=paths,
@@ -125,7 +134,7 @@ class Engine:
             proxy = _make_proxy(settings, store, lifecycle)
             spawner = Spawner(
                 settings=settings,
-                store=store,
+                store=durable,
                 lifecycle=lifecycle,
                 sandbox=sandbox,
                 workspaces=WorkspaceManager(
@@ -154,7 +163,7 @@ class Engine:
             await bus.start()
             stack.push_async_callback(bus.stop)
             killswitch = Killswitch(
-                store=store,
+                store=durable,
                 lifecycle=lifecycle,
                 queue=queue,
                 spawner=spawner,
@@ -216,6 +225,7 @@ class Engine:
         """Stop taking jobs, kill this instance's live agents (TERM, grace, KILL: a shutdown is
         not an emergency) all at once, and close the worker, which waits until every run has
         cleaned up. An agent whose state cannot be written (Valkey gone) is stopped anyway."""
+        self.store.stop_waiting(grace_s=5.0)  # Valkey gone: runs stop waiting for it
         closing = asyncio.create_task(self.queue.close_worker())
         await asyncio.sleep(0)
         live = list(self.spawner.live)
@@ -324,14 +334,20 @@ class Engine:
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {}
         try:
-            await self.store.redis.ping()  # type: ignore[misc]
+            watch = self.store.availability
+            if watch is not None and not watch.up:
+                raise ConnectionError(watch.error or "Valkey does not answer")
+            if watch is None:  # else the watch's last PING (with its short timeout) says
+                async with asyncio.timeout(READY_PING_S):  # a paused Valkey: no hang
+                    await self.store.redis.ping()  # type: ignore[misc]
             checks["valkey"] = {
                 "ok": True,
                 "endpoint": self.endpoint.label,
                 "embedded": self.endpoint.embedded,
             }
         except Exception as exc:
-            checks["valkey"] = {"ok": False, "endpoint": self.endpoint.label, "error": str(exc)}
+            error = str(exc) or type(exc).__name__
+            checks["valkey"] = {"ok": False, "endpoint": self.endpoint.label, "error": error}
         worker = self.queue.worker
         checks["queue"] = {"ok": worker is not None and not getattr(worker, "closing", False)}
         health = await self.sandbox.health()
@@ -355,6 +371,12 @@ class Engine:
     @property
     def uptime(self) -> float:
         return time.monotonic() - self.started
+
+    @property
+    def store_available(self) -> bool:
+        """Whether Valkey answers; while it does not, the API answers 503 at once."""
+        watch = self.store.availability
+        return watch is None or watch.up
 
 
 def _make_sandbox(settings: Settings, scope: str) -> Sandbox:

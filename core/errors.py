@@ -44,6 +44,12 @@ class NotReady(OrchestratorError):
     code = "not_ready"
 
 
+class StoreUnavailable(NotReady):
+    """Valkey does not answer (HTTP 503): down, paused or unreachable (SPEC §19)."""
+
+    code = "store_unavailable"
+
+
 class IllegalTransition(OrchestratorError):
     """A lifecycle transition that the state machine refuses."""
 

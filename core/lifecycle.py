@@ -3,6 +3,11 @@
 ``spawning -> running -> completed | failed | killed``, and ``spawning -> failed | killed``.
 Every transition stamps its time, writes agent and task state and publishes one event in a single
 atomic call (``StateStore.commit``); any other transition is refused and logged.
+
+On a durable store (the run pipeline's, SPEC §19) a write that met a Valkey outage is retried
+until Valkey is back. A retried compare-and-set may find its own first try applied (the server
+ran it, the answer was lost): a conflict whose stored state is exactly the one written is that
+write's success, not a concurrent change.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from core.models import (
     TaskState,
     utcnow,
 )
-from core.store import StateStore, Write, require
+from core.store import CommitOutcome, StateStore, Write, require
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +73,8 @@ class Lifecycle:
         )
         if outcome.status == "exists":
             return agent, TaskState.model_validate_json(outcome.value)
-        require(outcome, f"agent {agent.agent_id}")
+        if not _applied(outcome, agent):
+            require(outcome, f"agent {agent.agent_id}")
         return agent, None
 
     async def transition(
@@ -78,11 +84,15 @@ class Lifecycle:
         *,
         error: str | None = None,
         data: dict[str, Any] | None = None,
+        guard: Callable[[AgentState], None] | None = None,
         **fields: Any,
     ) -> AgentState:
-        """Move the agent to ``to``; raise ``IllegalTransition`` if the FSM refuses it."""
+        """Move the agent to ``to``; raise ``IllegalTransition`` if the FSM refuses it.
+        ``guard`` sees the current state first and may refuse the write (an attempt's fence)."""
         while True:
             cur = await self.store.get_agent(agent_id)
+            if guard is not None:
+                guard(cur)
             self._check(cur, to)
             task = await self.store.get_task(cur.task_id)
             new, task, event = self._step(cur, task, to, error, data, fields)
@@ -93,7 +103,7 @@ class Lifecycle:
                 event=event,
                 ttl_s=self.final_ttl_s if to.final else None,
             )
-            if outcome.status == "ok":
+            if outcome.status == "ok" or _applied(outcome, new):
                 self._log(new)
                 return new
             if outcome.status == "missing":
@@ -131,7 +141,7 @@ class Lifecycle:
         outcomes = await self.store.commit_many(writes)
         again: list[int] = []
         for i, write, outcome in zip(pending, writes, outcomes, strict=True):
-            if outcome.status == "ok":
+            if outcome.status == "ok" or _applied(outcome, write.agent):
                 self._log(write.agent)
                 results[i] = write.agent
             elif outcome.status == "missing":
@@ -215,11 +225,18 @@ class Lifecycle:
         )
 
     async def update(
-        self, agent_id: str, mutate: Callable[[AgentState], dict[str, Any]]
+        self,
+        agent_id: str,
+        mutate: Callable[[AgentState], dict[str, Any]],
+        *,
+        guard: Callable[[AgentState], None] | None = None,
     ) -> AgentState:
-        """Change non-status fields (usage, resources, pid...) without an event."""
+        """Change non-status fields (usage, resources, pid...) without an event; ``guard`` as
+        in ``transition``."""
         while True:
             cur = await self.store.get_agent(agent_id)
+            if guard is not None:
+                guard(cur)
             changes = mutate(cur)
             if not changes:
                 return cur
@@ -231,7 +248,17 @@ class Lifecycle:
                 expected_version=cur.version,
                 ttl_s=self.final_ttl_s if cur.status.final else None,
             )
-            if outcome.status == "ok":
+            if outcome.status == "ok" or _applied(outcome, new):
                 return new
             if outcome.status == "missing":
                 require(outcome, f"agent {agent_id}")
+
+
+def _applied(outcome: CommitOutcome, written: AgentState) -> bool:
+    """A conflict that is this very write, applied by an earlier try whose answer was lost
+    (only a write sent again after an outage can meet itself)."""
+    return (
+        outcome.retried
+        and outcome.status == "conflict"
+        and outcome.value == written.model_dump_json()
+    )

@@ -11,18 +11,34 @@ Keys (SPEC §5)::
 
 Every agent write is a compare-and-set on ``version`` in one Lua call that also writes the task
 and appends + publishes the event, so state and event never disagree.
+
+Valkey outages (SPEC §19): a store is *fast* (an operation on an unreachable Valkey raises at
+once: the API answers 503) or *durable* (:meth:`StateStore.durable_twin`: the run pipeline's,
+whose writes must not be lost). A durable store retries an operation that met an unreachable
+server with backoff until Valkey answers again, waking as soon as the watch
+(:class:`Availability`) sees it back; a running agent's state write waits instead of failing it.
+The memory this takes is one pending operation per waiting caller. On shutdown
+(:meth:`StateStore.stop_waiting`) the waits end after a grace and the error is raised.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from core.errors import Conflict, NotFound
 from core.models import AgentState, Event, TaskState
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PREFIX = "orchestrator"
 CHANNEL = f"{PREFIX}:events"
@@ -97,6 +113,8 @@ def event_from_entry(entry_id: str, payload: str) -> Event:
 class CommitOutcome:
     status: str  # ok | conflict | missing | exists
     value: str  # event id, or the current JSON on conflict/exists
+    retried: bool = False
+    """Sent again after Valkey did not answer: an earlier try may have been applied."""
 
 
 @dataclass(frozen=True)
@@ -113,19 +131,90 @@ class Write:
 PIPELINE_CHUNK = 500
 """Commands sent in one round trip by the batch operations."""
 
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+"""What an operation on an unreachable (down, paused, partitioned) Valkey raises."""
+
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 2.0
+
+
+class Availability(Protocol):
+    """What a durable store waits on: whether Valkey answers (``core.valkey.ValkeyWatch``)."""
+
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+    async def wait_up(self, timeout: float) -> bool: ...
+
 
 class StateStore:
     """Typed access to the orchestrator's keys. All values are validated on read and write."""
 
-    def __init__(self, client: aioredis.Redis, *, stream_maxlen: int = 10_000) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        stream_maxlen: int = 10_000,
+        availability: Availability | None = None,
+    ) -> None:
         self.redis = client
         self.stream_maxlen = stream_maxlen
+        self.availability = availability
+        self.durable = False
         self._commit = client.register_script(_COMMIT)
         self._emit = client.register_script(_EMIT)
+        self._stop = _StopWaiting()
+
+    def durable_twin(self) -> StateStore:
+        """The same store whose operations wait out a Valkey outage instead of raising."""
+        twin = StateStore(
+            self.redis, stream_maxlen=self.stream_maxlen, availability=self.availability
+        )
+        twin.durable = True
+        twin._stop = self._stop  # one shutdown switch for both
+        return twin
+
+    def stop_waiting(self, grace_s: float = 5.0) -> None:
+        """Shutdown: durable operations still waiting for Valkey give up after ``grace_s``."""
+        self._stop.deadline = time.monotonic() + grace_s
+
+    async def _run(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        if not self.durable:
+            return await op()
+        delay = RETRY_FIRST_S
+        waited = 0
+        while True:
+            try:
+                result = await op()
+            except UNREACHABLE as exc:
+                if self._stop.expired():
+                    raise
+                if waited == 0:
+                    log.warning("Valkey unreachable; %s waits for it: %s", what, exc)
+                waited += 1
+                if self.availability is not None:
+                    await self.availability.wait_up(delay)
+                    if self.availability.up:
+                        await asyncio.sleep(RETRY_FIRST_S)  # back: retry soon, not in a burst
+                else:
+                    await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            if waited:
+                log.info("Valkey reachable again; %s done after %d retries", what, waited)
+            return result
 
     # -- reads ---------------------------------------------------------------------------------
     async def get_agent(self, agent_id: str) -> AgentState:
-        raw = await self.redis.get(agent_key(agent_id))
+        raw = await self._run("a read", lambda: self.redis.get(agent_key(agent_id)))
         if raw is None:
             raise NotFound(f"agent {agent_id} not found")
         return AgentState.model_validate_json(raw)
@@ -137,22 +226,25 @@ class StateStore:
             return None
 
     async def get_task(self, task_id: str) -> TaskState | None:
-        raw = await self.redis.get(task_key(task_id))
+        raw = await self._run("a read", lambda: self.redis.get(task_key(task_id)))
         return None if raw is None else TaskState.model_validate_json(raw)
 
     async def get_tasks(self, task_ids: list[str]) -> list[TaskState | None]:
         """Several tasks in one round trip, in order (None where missing)."""
-        raws = await self.redis.mget([task_key(t) for t in task_ids]) if task_ids else []
+        if not task_ids:
+            return []
+        raws = await self._run("a read", lambda: self.redis.mget([task_key(t) for t in task_ids]))
         return [None if raw is None else TaskState.model_validate_json(raw) for raw in raws]
 
     async def list_agents(self, limit: int = 1000) -> list[AgentState]:
-        ids = [_text(i) for i in await self.redis.zrevrange(INDEX, 0, limit - 1)]
+        listed = await self._run("a read", lambda: self.redis.zrevrange(INDEX, 0, limit - 1))
+        ids = [_text(i) for i in listed]
         if not ids:
             return []
-        raws = await self.redis.mget([agent_key(i) for i in ids])
+        raws = await self._run("a read", lambda: self.redis.mget([agent_key(i) for i in ids]))
         gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
         if gone:  # expired agents: drop them from the index
-            await self.redis.zrem(INDEX, *gone)
+            await self._run("a cleanup", lambda: self.redis.zrem(INDEX, *gone))
         return [AgentState.model_validate_json(raw) for raw in raws if raw is not None]
 
     # -- writes --------------------------------------------------------------------------------
@@ -171,21 +263,44 @@ class StateStore:
         keys, args = self._commit_call(
             agent, expected_version, task, event, index_score, guard_task, ttl_s
         )
-        return _outcome(await self._commit(keys=keys, args=args))
+        tries = 0
+
+        async def once() -> Any:
+            nonlocal tries
+            tries += 1
+            return await self._commit(keys=keys, args=args)
+
+        outcome = _outcome(await self._run("a state write", once))
+        outcome.retried = tries > 1
+        return outcome
 
     async def commit_many(self, writes: list[Write]) -> list[CommitOutcome]:
         """Several independent ``commit`` calls pipelined (one round trip per
         ``PIPELINE_CHUNK``); each stays atomic on its own, none depends on another."""
         outcomes: list[CommitOutcome] = []
         for start in range(0, len(writes), PIPELINE_CHUNK):
-            pipe = self.redis.pipeline(transaction=False)
-            for w in writes[start : start + PIPELINE_CHUNK]:
-                keys, args = self._commit_call(
-                    w.agent, w.expected_version, w.task, w.event, None, False, w.ttl_s
-                )
-                await self._commit(keys=keys, args=args, client=pipe)
-            outcomes += [_outcome(r) for r in await pipe.execute()]
+            chunk = writes[start : start + PIPELINE_CHUNK]
+            tries = 0
+
+            async def once(chunk: list[Write] = chunk) -> list[Any]:
+                nonlocal tries
+                tries += 1
+                return await self._pipe(chunk)
+
+            for result in await self._run("state writes", once):
+                outcomes.append(_outcome(result))
+                outcomes[-1].retried = tries > 1
         return outcomes
+
+    async def _pipe(self, writes: list[Write]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for w in writes:
+            keys, args = self._commit_call(
+                w.agent, w.expected_version, w.task, w.event, None, False, w.ttl_s
+            )
+            await self._commit(keys=keys, args=args, client=pipe)
+        results: list[Any] = await pipe.execute()
+        return results
 
     def _commit_call(
         self,
@@ -212,21 +327,26 @@ class StateStore:
         return keys, args
 
     async def emit(self, event: Event) -> Event:
-        entry_id = await self._emit(
-            keys=[STREAM], args=[event_payload(event), CHANNEL, str(self.stream_maxlen)]
-        )
+        args = [event_payload(event), CHANNEL, str(self.stream_maxlen)]
+        entry_id = await self._run("an event", lambda: self._emit(keys=[STREAM], args=args))
         return event.model_copy(update={"id": _text(entry_id)})
 
     async def audit(self, record: dict[str, Any]) -> None:
-        await self.redis.xadd(AUDIT, {"r": json.dumps(record, default=str)}, maxlen=10_000)
+        fields: dict[Any, Any] = {"r": json.dumps(record, default=str)}
+        await self._run("an audit record", lambda: self.redis.xadd(AUDIT, fields, maxlen=10_000))
 
     async def audit_many(self, records: list[dict[str, Any]]) -> None:
         """Append audit records in order, one round trip per ``PIPELINE_CHUNK``."""
         for start in range(0, len(records), PIPELINE_CHUNK):
-            pipe = self.redis.pipeline(transaction=False)
-            for record in records[start : start + PIPELINE_CHUNK]:
-                pipe.xadd(AUDIT, {"r": json.dumps(record, default=str)}, maxlen=10_000)
-            await pipe.execute()
+            chunk = records[start : start + PIPELINE_CHUNK]
+
+            async def send(chunk: list[dict[str, Any]] = chunk) -> None:
+                pipe = self.redis.pipeline(transaction=False)
+                for record in chunk:
+                    pipe.xadd(AUDIT, {"r": json.dumps(record, default=str)}, maxlen=10_000)
+                await pipe.execute()
+
+            await self._run("audit records", send)
 
     async def audit_records(self, count: int = 100) -> list[dict[str, Any]]:
         entries = await self.redis.xrevrange(AUDIT, count=count)
@@ -243,6 +363,14 @@ class StateStore:
     async def last_event_id(self) -> str:
         entries = await self.redis.xrevrange(STREAM, count=1)
         return _text(entries[0][0]) if entries else "0-0"
+
+
+@dataclass
+class _StopWaiting:
+    deadline: float | None = None
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 def _outcome(result: Any) -> CommitOutcome:

@@ -5,6 +5,11 @@ its data (AOF on) in the state directory and listening on a Unix socket only. It
 orchestrator (``PR_SET_PDEATHSIG``), is stopped on shutdown, and a stale socket or pid file left
 by a crash is removed before the next start. A server already serving the same directory (another
 orchestrator on this host) is shared rather than started twice.
+
+Outages (SPEC §19): clients have bounded connect and command timeouts (an operation on a paused
+or unreachable server fails within seconds, never hangs), and :class:`ValkeyWatch` pings the
+server with a short timeout, keeps the "is Valkey up" flag the API and the durable store use, and
+restarts the embedded server (same directory: its AOF brings the data back) when its process died.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
 
 from core.errors import ConfigError, NotReady
 from core.settings import Settings
@@ -31,6 +38,12 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+
+CONNECT_TIMEOUT_S = 2.0
+COMMAND_TIMEOUT_S = 2.0
+"""Client defaults: a command on a server that does not answer fails after this long (and one
+quick retry), so a request meets a paused Valkey with a 503 within seconds. Blocking readers
+(the event bus, the queue worker) set their own ``socket_timeout``."""
 
 
 def _redis_binary() -> str:
@@ -54,9 +67,16 @@ class ValkeyEndpoint:
     kwargs: dict[str, Any]
     label: str
     embedded: bool
+    server: EmbeddedValkey | None = None
+    """The embedded server this process started or shares (``None``: a configured one)."""
 
     def client(self, **extra: Any) -> aioredis.Redis:
-        return aioredis.Redis(**{**self.kwargs, **extra})
+        defaults: dict[str, Any] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "socket_timeout": COMMAND_TIMEOUT_S,
+            "retry": Retry(ExponentialBackoff(cap=0.25, base=0.05), 1),
+        }
+        return aioredis.Redis(**{**defaults, **self.kwargs, **extra})
 
 
 class EmbeddedValkey:
@@ -130,6 +150,15 @@ class EmbeddedValkey:
         await self.stop()
         raise NotReady(f"embedded Valkey did not start: {tail or 'no log output'}")
 
+    @property
+    def exited(self) -> bool:
+        """The server this process started has died (killed, crashed)."""
+        return self._proc is not None and self._proc.returncode is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.returncode is not None:
@@ -187,7 +216,103 @@ async def open_valkey(settings: Settings) -> AsyncIterator[ValkeyEndpoint]:
     await server.start()
     try:
         yield ValkeyEndpoint(
-            {"unix_socket_path": str(server.socket)}, f"embedded ({server.socket})", embedded=True
+            {"unix_socket_path": str(server.socket)},
+            f"embedded ({server.socket})",
+            embedded=True,
+            server=server,
         )
     finally:
         await server.stop()
+
+
+class ValkeyWatch:
+    """Whether Valkey answers, kept up to date by :meth:`run` (a task of the engine).
+
+    Every ``interval_s`` a PING with a ``timeout_s`` timeout; ``failures`` misses in a row mark
+    Valkey down (one slow answer on a loaded host is not an outage), one answer marks it up. An
+    embedded server whose process died is started again on the same directory.
+    """
+
+    def __init__(
+        self,
+        endpoint: ValkeyEndpoint,
+        *,
+        interval_s: float = 0.5,
+        timeout_s: float = 1.0,
+        failures: int = 2,
+    ) -> None:
+        self.endpoint = endpoint
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.failures = failures
+        self.error: str | None = None
+        self.restarts = 0
+        self._restarting = False
+        self._up = asyncio.Event()
+        self._up.set()
+        self._client = endpoint.client(
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    @property
+    def up(self) -> bool:
+        return self._up.is_set()
+
+    async def wait_up(self, timeout: float) -> bool:
+        """Wait until Valkey answers, at most ``timeout`` seconds; whether it does."""
+        if not self.up:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._up.wait()
+        return self.up
+
+    async def probe(self) -> str | None:
+        """One PING: ``None`` if answered, else why not."""
+        try:
+            async with asyncio.timeout(self.timeout_s + 0.5):
+                await self._client.ping()  # type: ignore[misc]
+        except (OSError, aioredis.RedisError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None
+
+    async def run(self) -> None:
+        misses = 0
+        while True:
+            server = self.endpoint.server
+            if server is not None and (server.exited or self._restarting):
+                await self._restart(server)
+            error = await self.probe()
+            if error is None:
+                misses = 0
+                if not self.up:
+                    log.warning("Valkey at %s answers again", self.endpoint.label)
+                self.error = None
+                self._up.set()
+            else:
+                misses += 1
+                if misses >= self.failures and self.up:
+                    log.error("Valkey at %s is unreachable: %s", self.endpoint.label, error)
+                    self._up.clear()
+                if not self.up:
+                    self.error = error
+            await asyncio.sleep(self.interval_s)
+
+    async def _restart(self, server: EmbeddedValkey) -> None:
+        if not self._restarting:
+            log.error("embedded Valkey (pid %s) died; starting it again", server.pid)
+        self._restarting = True
+        self._up.clear()
+        self.error = "the embedded server died; restarting it"
+        try:
+            await server.start()
+        except Exception as exc:  # the next round tries again
+            log.error("embedded Valkey could not be restarted: %s", exc)
+            await asyncio.sleep(1.0)
+            return
+        self._restarting = False
+        self.restarts += 1
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -11,7 +11,12 @@ from typing import Any
 from aiohttp import web
 
 from core.api.auth import auth_middleware, principal
-from core.api.errors import RepositoryNotFound, error_middleware, read_json
+from core.api.errors import (
+    RepositoryNotFound,
+    availability_middleware,
+    error_middleware,
+    read_json,
+)
 from core.api.guard import HostPolicy, guard_middleware
 from core.api.openapi import openapi_document
 from core.api.sse import (
@@ -148,8 +153,13 @@ def create_app(
 ) -> web.Application:
     """The API; requests pass the cross-site guard, then auth, then reach their handler."""
     policy = HostPolicy(listen_host, allowed_hosts, allowed_origins)
+    # the in-process engine says whether Valkey answers (an attached client has no such flag)
+    available = getattr(engine, "store_available", None)
+    outage = availability_middleware(
+        (lambda: bool(getattr(engine, "store_available", True))) if available is not None else None
+    )
     app = web.Application(
-        middlewares=[error_middleware, guard_middleware(policy), auth_middleware(api_key)],
+        middlewares=[error_middleware, guard_middleware(policy), auth_middleware(api_key), outage],
         client_max_size=max_body_bytes,
     )
     app[ENGINE] = engine

@@ -17,6 +17,7 @@ from core.errors import (
     NotFound,
     NotReady,
     OrchestratorError,
+    StoreUnavailable,
     ValidationFailed,
 )
 from core.models import ErrorBody, ErrorDetail
@@ -70,7 +71,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(status, exc.code, exc.message, exc.details)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         log.warning("Valkey unreachable on %s %s: %s", request.method, request.path, exc)
-        return error_response(503, NotReady.code, f"Valkey is not reachable: {exc}")
+        return error_response(503, StoreUnavailable.code, f"Valkey is not reachable: {exc}")
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(413, "body_too_large", exc.text or "request body too large")
     except web.HTTPException as exc:
@@ -95,3 +96,22 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValidationFailed(f"request body is not valid JSON: {exc}") from None
+
+
+OPEN_DURING_OUTAGE = frozenset({"/health", "/health/ready", "/openapi.json"})
+"""Routes that answer while Valkey is down: liveness, readiness (503 with its checks), the
+document."""
+
+
+def availability_middleware(available: Callable[[], bool] | None) -> Any:
+    """While Valkey does not answer (``available()`` is false), every route but
+    :data:`OPEN_DURING_OUTAGE` answers 503 ``store_unavailable`` at once, without waiting for a
+    timeout (SPEC §19)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if available is not None and request.path not in OPEN_DURING_OUTAGE and not available():
+            raise StoreUnavailable("Valkey is not reachable; retry when /health/ready is 200")
+        return await handler(request)
+
+    return middleware
