@@ -46,7 +46,10 @@ class ClaudeResult:
     session_id: str | None = None
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
-    budget: Literal["turns"] | None = None
+    budget: Literal["turns", "tokens"] | None = None
+    """``turns``: ``--max-turns`` reached; ``tokens``: the gateway refused with 402 (the agent's
+    token budget is spent)."""
+    api_error_status: int | None = None
 
 
 def _int(value: Any) -> int:
@@ -74,6 +77,9 @@ class StreamParser:
     last_text: str = ""
     garbage: int = 0
     """Lines that were not a JSON object of the stream (or too long to read)."""
+    retries: int = 0
+    """``system/api_retry`` lines: the CLI retrying a 429/529/5xx itself (up to 10 times,
+    honouring ``retry-after``)."""
     _seen: set[str] = field(default_factory=set, repr=False)
     _buffer: bytearray = field(default_factory=bytearray, repr=False)
     _skipping: bool = field(default=False, repr=False)
@@ -133,6 +139,9 @@ class StreamParser:
         kind = data.get("type")
         if isinstance(data.get("session_id"), str) and self.session_id is None:
             self.session_id = data["session_id"]
+        if kind == "system" and data.get("subtype") == "api_retry":
+            self.retries += 1
+            return []
         if kind == "system" and data.get("subtype") == "init":
             if isinstance(data.get("session_id"), str):
                 self.session_id = data["session_id"]
@@ -200,6 +209,10 @@ class StreamParser:
         final = data.get("result")
         text = final if isinstance(final, str) else ""
         subtype = str(data.get("subtype") or "")
+        raw_status = data.get("api_error_status")
+        status = (
+            raw_status if isinstance(raw_status, int) and not isinstance(raw_status, bool) else None
+        )
         is_error = bool(data.get("is_error")) or subtype.startswith("error")
         error = None
         if is_error:
@@ -217,7 +230,8 @@ class StreamParser:
             session_id=data["session_id"] if isinstance(data.get("session_id"), str) else None,
             cache_read_input_tokens=cache_read,
             cache_creation_input_tokens=cache_write,
-            budget="turns" if subtype == "error_max_turns" else None,
+            budget="turns" if subtype == "error_max_turns" else "tokens" if status == 402 else None,
+            api_error_status=status,
         )
 
     def verdict(self) -> Verdict | None:

@@ -111,6 +111,27 @@ def test_an_api_error_fails_with_its_message() -> None:
     assert runtime.status == "failed" and runtime.verdict is None
 
 
+def test_a_spent_token_budget_is_a_tokens_budget_failure() -> None:
+    """The gateway answers 402 once the agent's budget is spent; Claude Code does not retry it."""
+    parser, activities = parse("budget_402")
+    assert activities and all(a.tool == "run_command" for a in activities)
+    result = parser.result
+    assert result is not None and result.is_error and result.api_error_status == 402
+    assert result.budget == "tokens" and result.error is not None
+    assert result.error.startswith("API Error: 402 token budget exhausted for agent")
+    assert parser.retries == 0
+    runtime = parser.runtime_result("worker")
+    assert (runtime.status, runtime.budget) == ("failed", "tokens")
+
+
+def test_a_rate_limited_request_is_retried_by_the_cli_and_counted() -> None:
+    parser, _ = parse("rate_limited")
+    assert parser.retries == 1
+    result = parser.result
+    assert result is not None and not result.is_error and result.api_error_status is None
+    assert parser.verdict() is not None and result.budget is None
+
+
 def test_a_resumed_session_keeps_its_id() -> None:
     worker, _ = parse("worker")
     resumed, activities = parse("resume")
@@ -149,7 +170,8 @@ def test_a_stream_cut_before_its_result_is_a_failure_with_the_last_text() -> Non
         '"input": "ls"}]}}',
         '{"type": "system", "subtype": "init", "session_id": 5, "cwd": []}',
         '{"type": "result", "usage": "x", "num_turns": "3", "total_cost_usd": "1", "result": 7}',
-        '{"type": "result", "usage": {"input_tokens": -5, "output_tokens": true}, "errors": 3}',
+        '{"type": "result", "usage": {"input_tokens": -5, "output_tokens": true}, "errors": 3, '
+        '"api_error_status": true}',
         "\x00\xff\ud800",
     ],
 )
@@ -159,6 +181,7 @@ def test_garbage_never_raises(line: str) -> None:
     assert all(isinstance(a, Activity) for a in activities)
     if parser.result is not None:
         assert parser.result.usage.input_tokens >= 0 and parser.result.turns >= 0
+        assert parser.result.api_error_status is None
 
 
 def test_garbage_is_counted_and_a_tool_use_without_input_still_shows() -> None:
