@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 3002
 TOKEN_ENV = "ORCHESTRATOR_API_KEY"
+# an attached dashboard needs the API's URL and key only: the model's keys and the store's
+# credentials (which an in-process engine's environment holds) stay out of its sessions
+NOT_FOR_SESSIONS = frozenset(
+    {TOKEN_ENV, "CLAUDE_API_KEY", "ANTHROPIC_API_KEY", "VALKEY_PASSWORD", "VALKEY_URL"}
+)
 MAX_SESSIONS = 8
 MAX_MESSAGE_BYTES = 64 * 1024
 STOP_TIMEOUT_S = 5.0
@@ -74,7 +79,7 @@ class WebConfig:
 
     def session_environment(self, base: dict[str, str]) -> dict[str, str]:
         """``base`` with the API key set (or removed): the one way the key reaches a session."""
-        env = {k: v for k, v in base.items() if k != TOKEN_ENV}
+        env = {k: v for k, v in base.items() if k.upper() not in NOT_FOR_SESSIONS}
         if self.api_key:
             env[TOKEN_ENV] = self.api_key
         return env

@@ -174,7 +174,7 @@ async def chromium(profile: Path, log: Path) -> AsyncIterator[DevTools]:
     async with process_group(argv, log) as proc, aiohttp.ClientSession() as http:
         active = profile / "DevToolsActivePort"
         await until(
-            lambda: proc.poll() is not None or (active.is_file() and active.read_text().strip()),
+            lambda: proc.poll() is not None or (active.is_file() and bool(active.read_text())),
             timeout=20,
             what="Chromium's DevTools port",
         )

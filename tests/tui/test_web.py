@@ -193,7 +193,8 @@ def test_sessions_reach_an_in_process_api_on_loopback_when_it_listens_everywhere
     assert reachable_url("10.1.2.3", 3001) == "http://10.1.2.3:3001"
     config = WebConfig(api_url="http://127.0.0.1:3001", api_key=KEY, python="/usr/bin/python3")
     assert config.session_command() == "/usr/bin/python3 -m mosaic_tui attach http://127.0.0.1:3001"
-    assert config.session_environment({"ORCHESTRATOR_API_KEY": "old", "A": "1"}) == {
+    environment = {"ORCHESTRATOR_API_KEY": "old", "A": "1", "CLAUDE_API_KEY": "sk-ant-x"}
+    assert config.session_environment(environment) == {
         "ORCHESTRATOR_API_KEY": KEY,
         "A": "1",
     }
