@@ -45,6 +45,15 @@ What the pinned 2.1.332 does (recorded against the scripted model as uid 64000; 
   tokens), ``errors`` (list), ``api_error_status``, ``terminal_reason``. A model error (e.g. 400)
   still has subtype ``success`` but ``is_error: true`` and ``result: "API Error: 400 ..."``.
   Exit code 0 on success, 1 on ``is_error``.
+- **Errors.** The gateway's 402 (token budget) ends the run at once (``api_error_status: 402``);
+  a 429/529 is retried by the CLI itself (up to 10 times, honouring ``retry-after``), each retry
+  a ``system/api_retry`` line.
+- **Skills.** Every ``~/.claude/skills/<name>/SKILL.md`` is offered to the model (in the
+  environment message: ``- <name>: <description>``), read-only or through a symlinked
+  ``skills`` dir alike; front matter is optional (else the description is the first line), but
+  only skills with front matter show in ``system/init``'s ``skills``.
+- **Resources.** ~215 MB resident, ~1 s to its first request; a short session ran in a 256 MB
+  cgroup.
 """
 
 from __future__ import annotations
