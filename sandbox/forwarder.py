@@ -34,6 +34,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -42,6 +43,7 @@ MAX_CONNECTIONS = 64
 """Default bound of concurrent connections per listener."""
 READY_TIMEOUT_S = 10.0
 CHUNK = 64 * 1024
+PAUSE_S = 0.5
 EXIT_SETUP = 125
 """Exit status when the forwarder cannot set up (like ``env``/``timeout``: not the agent's)."""
 EXIT_NOT_FOUND = 127
@@ -216,12 +218,18 @@ class _Listener:
                 client, _ = self.sock.accept()
             except BlockingIOError:
                 return
-            except OSError:
-                return  # e.g. EMFILE: the next round tries again
+            except OSError:  # e.g. EMFILE
+                self._pause()
+                return
             client.setblocking(False)
             with contextlib.suppress(OSError):
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            except OSError:
+                client.close()
+                self._pause()
+                return
             try:
                 upstream.setblocking(False)
                 upstream.connect(self.target)
@@ -238,9 +246,19 @@ class _Listener:
         self.server.selector.unregister(self.sock)
         self.accepting = False
 
+    def _pause(self) -> None:
+        """Out of descriptors: stop accepting for ``PAUSE_S`` rather than spin on the listener."""
+        self.server.selector.unregister(self.sock)
+        self.accepting = False
+        self.server.paused.append(self)
+        self.server.resume_at = time.monotonic() + PAUSE_S
+
     def release(self) -> None:
         self.active -= 1
-        if not self.accepting and self.active < self.limit:
+        self.resume()
+
+    def resume(self) -> None:
+        if not self.accepting and self.active < self.limit and self not in self.server.paused:
             self.server.selector.register(self.sock, selectors.EVENT_READ, self._accept)
             self.accepting = True
 
@@ -251,6 +269,9 @@ class _Server:
     def __init__(self, agent: int) -> None:
         self.selector = selectors.DefaultSelector()
         self.running = True
+        self.paused: list[_Listener] = []
+        """Listeners whose accept failed (out of descriptors), resumed at ``resume_at``."""
+        self.resume_at = 0.0
         self.agent = agent
         try:
             self.pidfd = os.pidfd_open(agent)
@@ -272,12 +293,19 @@ class _Server:
         return True
 
     def run(self) -> None:
-        timeout = None if self.pidfd >= 0 else 1.0
+        polling = self.pidfd < 0
         while self.running:
+            timeout = 1.0 if polling else None
+            if self.paused:
+                timeout = max(0.0, min(timeout or PAUSE_S, self.resume_at - time.monotonic()))
             for key, mask in self.selector.select(timeout):
                 key.data(key.fileobj, mask)
-            if timeout is not None and not self._agent_alive():
+            if polling and not self._agent_alive():
                 return
+            if self.paused and time.monotonic() >= self.resume_at:
+                paused, self.paused = self.paused, []
+                for listener in paused:
+                    listener.resume()
 
 
 def _server(

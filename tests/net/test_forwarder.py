@@ -254,3 +254,62 @@ print(n, got.hexdigest() == hashlib.sha256(data + b"<eof>").hexdigest())
     assert rc == 0, err
     assert out.split() == [str((32 << 20) + 5), "True"]
     assert await gone(io_dir)
+
+
+async def test_out_of_descriptors_the_server_pauses_instead_of_spinning(
+    echo_sock: Path, io_dir: Path
+) -> None:
+    """With few descriptors left, a client waits (the listener pauses) and the server stays
+    idle meanwhile; it is served once a descriptor is free again."""
+    client = """
+import resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+conns = []
+for i in range(2):
+    s = socket.create_connection(("127.0.0.1", 29110), timeout=5)
+    s.sendall(b"%d" % i); assert s.recv(1) == b"%d" % i
+    conns.append(s)
+late = socket.create_connection(("127.0.0.1", 29110), timeout=5)  # no descriptor for it yet
+late.sendall(b"L"); late.settimeout(1.0)
+try:
+    late.recv(1); print("served")
+except socket.timeout:
+    print("waited")
+print("ready", flush=True)
+sys.stdin.readline()  # the test measures the server's CPU meanwhile
+conns.pop().close()
+late.settimeout(5); print(late.recv(1).decode())
+"""
+    argv = forwarder_argv(PYTHON, forwarder_path(), {29110: echo_sock}, [PYTHON, "-c", client])
+
+    def few_descriptors() -> None:
+        import resource
+
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (10, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )
+
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=few_descriptors,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        lines = [await asyncio.wait_for(proc.stdout.readline(), 10) for _ in range(2)]
+        assert lines == [b"waited\n", b"ready\n"]
+        [server] = [psutil.Process(p.pid) for p in forwarders(io_dir)]
+        before = sum(server.cpu_times()[:2])
+        await asyncio.sleep(1.0)
+        assert sum(server.cpu_times()[:2]) - before < 0.1  # paused, not spinning
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"L\n"
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert await gone(io_dir)
