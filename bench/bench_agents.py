@@ -1,6 +1,7 @@
 """Benchmark of the agent path: runtime -> gateway (Unix socket) -> scripted model (loopback).
 
-    /work/venv/bin/python bench/bench_agents.py [--turns 40] [--agents 50] [--agent-turns 10]
+    .venv/bin/python bench/bench_agents.py [--turns 40] [--agents 50] [--agent-turns 10]
+        [--cc-turns 20] [--cc-starts 5] [--only builtin|claude-code]
 
 1. Overhead per model turn: the real runtime (streaming, tool dispatch of ``run_command``) through
    the gateway, against a baseline measured in the same run: the SDK calling the scripted model
@@ -10,6 +11,18 @@
    model runs in its own process so that this process's CPU and RSS are the gateway's. Prints wall
    time, gateway CPU seconds, peak RSS and the worst event-loop lag seen.
 
+3. claude-code (skipped without ``claude`` on PATH or without root for the bwrap sandbox): the real
+   Claude Code CLI in the real bwrap sandbox as the sandbox user, prepared by the product's own
+   runtime (``ClaudeCodeRuntime.prepare``: argv behind the in-sandbox forwarder, the gateway
+   token), reaching the model through the gateway's Unix socket, against the same CLI talking to
+   the scripted model directly, in the same run: (a) the same sandbox spec with the host network
+   and ``ANTHROPIC_BASE_URL`` at the scripted model, (b) no sandbox, as the sandbox uid with a
+   private HOME. The script ``claude-runaway`` calls Bash ``true`` forever; ``--max-turns`` ends
+   it; per-turn cost is (T(2N) - T(N)) / N as above, best of 3.
+4. claude-code start: from sandbox start to Claude Code's ``system/init`` line and to its first
+   request at the gateway, against ``claude --version`` (and ``true``) in the same sandbox spec;
+   medians of ``--cc-starts`` runs.
+
 Prints figures; not a test.
 """
 
@@ -17,13 +30,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
+import math
+import os
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -37,7 +58,16 @@ from core.agents import (  # noqa: E402
     build_runtime_config,
     runtime_argv,
 )
-from core.models import Usage  # noqa: E402
+from core.agents.claude_code import find_claude  # noqa: E402
+from core.models import AgentState, AgentType, GateProfile, SpawnRequest, Usage  # noqa: E402
+from core.run.launch import SandboxPolicy  # noqa: E402
+from core.run.runtimes.claude_code import ClaudeCodeRuntime, remove_home  # noqa: E402
+from core.settings import CONFIG_DIR, Settings, load_settings  # noqa: E402
+from sandbox import Sandbox, SandboxSpec  # noqa: E402
+from sandbox.cgroups import CgroupManager  # noqa: E402
+from sandbox.factory import create_sandbox  # noqa: E402
+from sandbox.identity import SandboxUser  # noqa: E402
+from sandbox.toolchains import path_directories, toolchain_binds  # noqa: E402
 
 BASELINE = r"""
 import sys, time, anthropic
@@ -155,11 +185,213 @@ async def concurrency(gateway: ModelGateway, base: Path, agents: int, turns: int
           f"{psutil.cpu_count()} cores)")  # fmt: skip
 
 
+class TimedGateway(ModelGateway):
+    """The gateway, noting when each agent's first request reaches it (claude-code start-up)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_request: dict[str, float] = {}
+
+    async def _handle(self, endpoint: Any, request: Any) -> Any:
+        self.first_request.setdefault(endpoint.agent_id, time.perf_counter())
+        return await super()._handle(endpoint, request)
+
+
+CC_TASK = "[script:claude-runaway] Keep checking until told to stop."
+
+
+class ClaudeCodeBench:
+    """Claude Code sessions as the product prepares them, started in the bwrap sandbox."""
+
+    def __init__(self, gateway: TimedGateway, url: str, base: Path, binary: Path) -> None:
+        # a budget the benchmark never reaches; everything else as configured
+        self.settings: Settings = load_settings(sandbox_backend="bwrap", agent_max_tokens=10**9)
+        self.gateway, self.url, self.base, self.binary = gateway, url, base, binary
+        self.scope = f"mosaic-bench-{uuid.uuid4().hex[:8]}"
+        self.user = SandboxUser.resolve(self.settings.sandbox_uid, self.settings.sandbox_gid)
+        self.sandbox: Sandbox = create_sandbox(
+            "bwrap", cgroup_parent=self.scope, uid=self.settings.sandbox_uid,
+            gid=self.settings.sandbox_gid, allow_no_cgroups=self.settings.sandbox_allow_no_cgroups,
+            bwrap=self.settings.sandbox_bwrap,
+        )  # fmt: skip
+        self.toolchains = toolchain_binds(  # as the spawner does: every PATH directory
+            [*path_directories(os.environ.get("PATH")), *self.settings.sandbox_toolchains],
+            hidden=[base, CONFIG_DIR],
+        )
+        self.count = 0
+
+    def close(self) -> None:
+        CgroupManager(self.scope).remove_parent()
+
+    @contextlib.asynccontextmanager
+    async def prepared(self, turns: int) -> AsyncIterator[SandboxSpec]:
+        """A fresh agent's sandbox spec from ``ClaudeCodeRuntime.prepare`` (gateway socket,
+        I/O dir and HOME live until the block ends)."""
+        self.count += 1
+        agent_id = f"bench-cc-{self.count}"
+        work, logs = self.base / agent_id / "work", self.base / agent_id / "logs"
+        work.mkdir(parents=True)
+        logs.mkdir()
+        settings = self.settings.model_copy(update={"agent_max_turns": turns})
+        runtime = ClaudeCodeRuntime(settings, self.gateway, self.binary, None)
+        agent = AgentState(
+            agent_id=agent_id, task_id="BENCH-1", agent_type=AgentType.WORKER,
+            gate_profile=GateProfile.MINIMAL,
+        )  # fmt: skip
+        request = SpawnRequest.model_validate(
+            {"taskId": "BENCH-1", "agentType": "worker",
+             "context": {"repository": str(work), "instructions": CC_TASK}}
+        )  # fmt: skip
+        policy = SandboxPolicy.from_settings(
+            settings, readonly=[], hidden=[Path.home(), CONFIG_DIR], toolchains=self.toolchains
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(remove_home, agent_id)
+            launch = await runtime.prepare(
+                agent, request, worktree=work, agent_dir=logs, policy=policy, stack=stack
+            )
+            yield launch.spec
+
+    def direct(self, spec: SandboxSpec) -> SandboxSpec:
+        """The same spec without the forwarder: the host network, the scripted model as API."""
+        argv = spec.argv[spec.argv.index("--") + 1 :]
+        env = {**spec.env, "ANTHROPIC_BASE_URL": self.url}
+        return dataclasses.replace(spec, argv=argv, env=env, network=True)
+
+    async def run(self, spec: SandboxSpec, watch: bool = False) -> dict[str, float]:
+        """Start the sandbox, wait for its end: seconds to exit (and, with ``watch``, to the
+        ``system/init`` line and to the first request at the gateway)."""
+        out = spec.log_dir / "stdout.log"
+        for name in ("stdout.log", "stderr.log"):  # fresh logs, as the spawner does
+            (spec.log_dir / name).unlink(missing_ok=True)
+        started = time.perf_counter()
+        proc = await self.sandbox.start(spec)
+        times: dict[str, float] = {}
+        waiter = asyncio.ensure_future(proc.wait())
+        try:
+            while watch and not waiter.done() and b'"subtype":"init"' not in _read(out):
+                await asyncio.sleep(0.002)
+            if watch:
+                times["init"] = time.perf_counter() - started
+            rc = await asyncio.wait_for(waiter, 600)
+            times["exit"] = time.perf_counter() - started
+        finally:
+            with contextlib.suppress(Exception):
+                await proc.kill(1.0)
+            await proc.cleanup()
+        if watch and spec.agent_id in self.gateway.first_request:
+            times["request"] = self.gateway.first_request[spec.agent_id] - started
+        times["rc"] = rc
+        return times
+
+    async def turns(self, turns: int, variant: str) -> float:
+        """Seconds for one session of ``turns`` model turns: via the gateway, direct in the
+        sandbox, or direct without a sandbox."""
+        async with self.prepared(turns) as spec:
+            if variant == "gateway":
+                elapsed = (await self.run(spec))["exit"]
+            elif variant == "sandbox":
+                elapsed = (await self.run(self.direct(spec)))["exit"]
+            else:
+                elapsed = await self.unsandboxed(spec)
+            log = _read(spec.log_dir / "stdout.log")
+            done = log.count(b'"type":"assistant"')
+            if done != turns:
+                err = _read(spec.log_dir / "stderr.log")[-800:].decode("utf-8", "replace")
+                last = log.rstrip().rsplit(b"\n", 1)[-1][:800].decode("utf-8", "replace")
+                raise SystemExit(
+                    f"claude-code {variant}: {done}/{turns} turns; last line: {last}; stderr: {err}"
+                )
+            return elapsed
+
+    async def unsandboxed(self, spec: SandboxSpec) -> float:
+        """The same argv and environment as the sandbox user, no sandbox: ``setpriv``, a
+        private HOME and working directory owned by that uid, the scripted model as API."""
+        own = Path(tempfile.mkdtemp(prefix="mosaic-bench-cc-"))
+        try:
+            (own / "home").mkdir()
+            (own / "work").mkdir()
+            for path in (own, own / "home", own / "work"):
+                os.chown(path, self.user.uid, self.user.gid)
+            env = {**self.direct(spec).env, "HOME": str(own / "home")}
+            argv = ["setpriv", f"--reuid={self.user.uid}", f"--regid={self.user.gid}",
+                    "--clear-groups", *self.direct(spec).argv]  # fmt: skip
+            with open(spec.log_dir / "stdout.log", "wb") as stdout:
+                started = time.perf_counter()
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, cwd=own / "work", env=env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=stdout, stderr=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                await proc.wait()
+                return time.perf_counter() - started
+        finally:
+            shutil.rmtree(own, ignore_errors=True)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+async def claude_code(bench: ClaudeCodeBench, turns: int, starts: int) -> None:
+    variants = ("gateway", "sandbox", "host")
+    await bench.turns(2, "gateway")  # warm caches (the CLI's 200+ MB binary, the page cache)
+    best: dict[tuple[str, int], float] = {}
+    for _ in range(3):  # the machine is shared: best of 3, the variants interleaved
+        for variant in variants:
+            for n in (turns, 2 * turns):
+                elapsed = await bench.turns(n, variant)
+                best[variant, n] = min(best.get((variant, n), elapsed), elapsed)
+    per = {v: (best[v, 2 * turns] - best[v, turns]) / turns for v in variants}
+    ms = {v: f"{per[v] * 1000:7.2f} ms" for v in variants}
+    print(f"claude-code per model turn ({turns} and {2 * turns} turns, Bash `true` each):")
+    print(f"  direct, no sandbox (setpriv uid {bench.user.uid}):      {ms['host']}")
+    print(f"  direct, same bwrap sandbox, host network:      {ms['sandbox']}")
+    print(f"  sandbox -> forwarder -> gateway (product path): {ms['gateway']}")
+    for label, other in (("in the same sandbox", "sandbox"), ("without a sandbox", "host")):
+        print(f"  ratio gateway path / direct {label}: {per['gateway'] / per[other]:.2f}x")
+    for v in variants:
+        print(f"  ({v}: start-up and exit {best[v, turns] - turns * per[v]:.2f} s)")
+
+    agent: dict[str, list[float]] = {"init": [], "request": [], "exit": []}
+    bare: dict[str, list[float]] = {"direct": [], "version": [], "true": [], "forwarder": []}
+    for _ in range(starts):
+        async with bench.prepared(1) as spec:
+            times = await bench.run(spec, watch=True)
+            for key in agent:
+                agent[key].append(times.get(key, math.nan))
+            bare["direct"].append((await bench.run(bench.direct(spec), watch=True))["init"])
+            forwarder = spec.argv[: spec.argv.index("--") + 1]
+            for key, argv in (
+                ("version", [str(bench.binary), "--version"]),
+                ("true", ["true"]),
+                ("forwarder", [*forwarder, "true"]),
+            ):
+                times = await bench.run(dataclasses.replace(spec, argv=argv))
+                if times["rc"] != 0:
+                    raise SystemExit(f"{argv} in the sandbox failed ({times['rc']:.0f})")
+                bare[key].append(times["exit"])
+    med = statistics.median
+    print(f"claude-code sandbox start (median of {starts}):")
+    print(f"  agent: sandbox start -> system/init on stdout:   {med(agent['init']):6.2f} s")
+    print(f"  agent: sandbox start -> first request at gateway: {med(agent['request']):6.2f} s")
+    print(f"  agent: whole 1-turn session until exit:          {med(agent['exit']):6.2f} s")
+    print(f"  same, direct (no forwarder, host network) -> init: {med(bare['direct']):6.2f} s")
+    print(f"  `claude --version`, same sandbox spec, to exit:  {med(bare['version']):6.2f} s")
+    print(f"  `true`, same sandbox spec, to exit:              {med(bare['true']):6.2f} s")
+    print(f"  the forwarder running `true`, to exit:           {med(bare['forwarder']):6.2f} s")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=40)
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--agent-turns", type=int, default=10)
+    parser.add_argument("--cc-turns", type=int, default=20)
+    parser.add_argument("--cc-starts", type=int, default=5)
+    parser.add_argument("--only", choices=("builtin", "claude-code"))
     args = parser.parse_args()
     usages: list[Usage] = []
 
@@ -168,16 +400,29 @@ async def main() -> None:
 
     scripted, url = await start_scripted()
     base = Path(tempfile.mkdtemp(prefix="mosaic-bench-"))
-    gateway = ModelGateway(url, "bench-key", PriceTable.load(), on_usage)
+    gateway = TimedGateway(url, "bench-key", PriceTable.load(), on_usage)
+    cc: ClaudeCodeBench | None = None
     try:
-        await per_turn_overhead(gateway, url, base, args.turns)
-        await concurrency(gateway, base, args.agents, args.agent_turns)
+        if args.only != "claude-code":
+            await per_turn_overhead(gateway, url, base, args.turns)
+            await concurrency(gateway, base, args.agents, args.agent_turns)
+        if args.only != "builtin":
+            binary = find_claude(None)
+            if binary is None:
+                print("claude-code: skipped, no `claude` on PATH (.ci/setup.d/30-claude-code.sh)")
+            elif os.geteuid() != 0:
+                print("claude-code: skipped, the bwrap sandbox as the sandbox user needs root")
+            else:
+                cc = ClaudeCodeBench(gateway, url, base, binary)
+                await claude_code(cc, args.cc_turns, args.cc_starts)
         cost = sum(u.cost_usd for u in usages)
         print(f"usage recorded: {len(usages)} responses, ${cost:.4f} at scripted prices")
     finally:
         await gateway.close()
         scripted.terminate()
         await scripted.wait()
+        if cc is not None:
+            cc.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
