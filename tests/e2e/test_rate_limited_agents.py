@@ -65,9 +65,12 @@ async def test_three_agents_rate_limited_at_once_all_complete(
             for task in tasks
         ]
         # once every agent has had its first answer (and sleeps), the model refuses everything
-        async with asyncio.timeout(60):
-            while {_task_of(r.body, tasks) for r in scripted.requests} != set(tasks):
-                await asyncio.sleep(0.02)
+        waited_until = time.monotonic() + 90
+        while {_task_of(r.body, tasks) for r in scripted.requests} != set(tasks):
+            if time.monotonic() > waited_until:
+                states = [(await orch.get(f"/agents/{i}/status"))[1] for i in ids]
+                raise AssertionError(f"not every agent asked the model: {states}")
+            await asyncio.sleep(0.02)
         first_answers = {
             _task_of(r.body, tasks): r.at for r in scripted.requests if _turn(r.body) == 0
         }
