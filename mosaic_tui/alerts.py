@@ -22,7 +22,7 @@ STUCK_PREFIX = "stuck"
 
 KINDS: tuple[tuple[str, str], ...] = (
     ("failed", "an agent failed (its error)"),
-    ("stuck", "an agent was stopped as stuck: no output and no CPU for AGENT_STUCK_S"),
+    ("stuck", "an agent was stopped as stuck (no output, no CPU)"),
     ("killed", "an agent was killed by someone else (not by this dashboard)"),
     ("rate-limited", "the model gateway made an agent wait"),
 )
@@ -32,7 +32,7 @@ KINDS: tuple[tuple[str, str], ...] = (
 @dataclass(frozen=True)
 class Alert:
     kind: str
-    agent_id: str
+    agent_id: str | None
     title: str
     message: str
     severity: Severity
@@ -49,9 +49,15 @@ class Alerts:
 
     def check(self, event: Event) -> Alert | None:
         agent_id = event.agent_id
-        if agent_id is None or event.timestamp < self.since:
+        if event.timestamp < self.since:
             return None
         data = event.data or {}
+        if event.type is EventType.MODEL_RATE_LIMITED and agent_id is None:
+            # the gateway holds every agent's requests: one event per episode, naming none
+            text = rate_limit_text(data).replace("waiting", "every agent waits")
+            return Alert("rate-limited", None, "Model rate-limited", text, "warning")
+        if agent_id is None:
+            return None
         who = f"Agent {short_id(agent_id)}" + (f" ({event.task_id})" if event.task_id else "")
         if event.type is EventType.AGENT_FAILED:
             error = one_line(str(data.get("error") or "no reason given"), 160)

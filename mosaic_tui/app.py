@@ -159,9 +159,9 @@ class MosaicApp(App[None]):
                     del story[: HISTORY_PER_AGENT // 2]
                 if self.book.apply_event(event):
                     self._to_fetch.add(event.agent_id)
-                alert = self.alerts.check(event)
-                if alert is not None:
-                    self.alert(alert)
+            alert = self.alerts.check(event)
+            if alert is not None:
+                self.alert(alert)
             if event.type.value.startswith(("queue.", "task.", "killswitch.")) or (
                 event.type.value in ("agent.completed", "agent.failed", "agent.killed")
             ):
@@ -406,7 +406,7 @@ class MosaicApp(App[None]):
         return [
             ("Agents (main screen)", agents),
             ("Agent details", keys(DetailScreen.BINDINGS)),
-            ("Diff view", [*keys(DiffScreen.BINDINGS), ("↑ ↓ ← → pgup pgdn", "Scroll")]),
+            ("Diff view", [*keys(DiffScreen.BINDINGS), ("↑ ↓ ← →", "Scroll")]),
             ("Spawn form", [*keys(SpawnScreen.BINDINGS), ("tab", "Next field")]),
             (
                 "Confirmations",

@@ -72,6 +72,17 @@ async def test_screens(engine: Engine, origin: Path, snapshot: SnapshotAssertion
             app.refresh_table()
             await pilot.pause()
             assert snap(name=f"dashboard-{width}x{height}") == _shot(app, ids)
+            if width == 160:
+                await pilot.press("question_mark")  # the whole help: keys and alerts
+                assert isinstance(app.screen, HelpScreen)
+                await pilot.pause()
+                assert snap(name="help-160x48") == _shot(app, ids)
+                await pilot.press("K")
+                assert isinstance(app.screen, HelpScreen)  # K means nothing here
+                await pilot.press("escape", "K")
+                assert isinstance(app.screen, ConfirmKillAll)
+                await pilot.pause()
+                assert snap(name="kill-all-160x48") == _shot(app, ids)
             if width == 80:
                 await pilot.press("question_mark")
                 assert isinstance(app.screen, HelpScreen)
