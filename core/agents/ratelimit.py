@@ -6,7 +6,7 @@ instead of hitting the upstream again, and the refused request is retried after 
 from the answer's headers, in this order: ``retry-after-ms``, ``retry-after`` (seconds or an HTTP
 date), the latest ``anthropic-ratelimit-*-reset`` (RFC 3339) of a limit whose ``*-remaining`` is 0
 (else the earliest one); without any, a backoff that doubles with each refusal of the episode, with
-jitter. Every hold is capped at ``max_s``.
+jitter. Every hold lasts from ``MIN_S`` to ``max_s``.
 
 A limit *episode* begins with the first refusal while no hold applies and ends when a request gets
 any other answer (``clear``), or when a refusal comes long after the last hold ended (``gap_s``);
@@ -40,6 +40,8 @@ DEFAULT_S = 2.0
 """The first hold of an episode when the answer says nothing about when to retry."""
 MAX_S = 300.0
 """No single hold is longer than this, whatever the upstream says."""
+MIN_S = 0.5
+"""Nor shorter: a ``retry-after: 0`` must not turn the retries into a busy loop."""
 GAP_S = 60.0
 """A refusal this long after the last hold ended begins a new episode."""
 JITTER = 0.25
@@ -162,7 +164,7 @@ class SharedRateLimit:
             self.episodes += 1
         given = header_wait(headers, datetime.now(UTC))
         if given is not None:
-            wait = min(given, self.max_s)
+            wait = min(max(given, MIN_S), self.max_s)
         else:
             if not holding:  # a refusal of a request sent after the hold: back off further
                 self._refusals += 1

@@ -177,6 +177,8 @@ def test_holds_are_capped_backed_off_and_grouped_in_episodes() -> None:
     clock[0] += waits[-1] + 0.01
     waits.append(limits.record(529, {}).wait_s)
     assert waits == [1.0, 2.0] and limits.episodes == 1
+    clock[0] += 5
+    assert limits.record(429, {"retry-after": "0"}).wait_s == 0.5  # never a busy loop
     limits.clear()  # a real answer ends the episode
     clock[0] += 10
     assert limits.record(429, {}).new_episode and limits.episodes == 2
