@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from core.models import AgentStatus
 from tests.spine.conftest import OrchestratorFactory
@@ -65,6 +66,13 @@ SCREEN_TEXT = """
   }
   return lines.join("\\n");
 })()
+"""
+OPEN_SOCKET = """
+new Promise((answer) => {
+  const socket = new WebSocket("ws://127.0.0.1:%d/ws");
+  socket.onopen = () => answer("opened");
+  socket.onerror = () => answer("refused");
+})
 """
 KEYS = {
     "Enter": {"key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"},
@@ -108,8 +116,17 @@ class DevTools:
         return dict(reply.get("result", {}))
 
     async def evaluate(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        result = await self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         return result["result"].get("value")
+
+    async def open(self, url: str) -> None:
+        await self.send("Page.navigate", url=url)
+        await until(
+            lambda: self.evaluate(f"location.href === {json.dumps(url)} && document.readyState"),
+            what=f"{url} loaded",
+        )
 
     async def screen(self) -> str:
         return str(await self.evaluate(SCREEN_TEXT) or "")
@@ -118,6 +135,26 @@ class DevTools:
         event = KEYS.get(key) or {"key": key, "text": key, "unmodifiedText": key}
         await self.send("Input.dispatchKeyEvent", type="keyDown", **event)
         await self.send("Input.dispatchKeyEvent", type="keyUp", **{"key": event["key"]})
+
+
+@contextlib.asynccontextmanager
+async def other_origin() -> AsyncIterator[str]:
+    """A page on another loopback port: what a local dev server or a hostile tab would be."""
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text="<p>elsewhere</p>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}/"
+    finally:
+        await runner.cleanup()
 
 
 def free_port() -> int:
@@ -167,6 +204,7 @@ async def chromium(profile: Path, log: Path) -> AsyncIterator[DevTools]:
         "--disable-dev-shm-usage",
         "--mute-audio",
         "--hide-scrollbars",
+        "--host-resolver-rules=MAP rebound.test 127.0.0.1",  # a DNS-rebinding name
         "about:blank",
     ]
     if os.geteuid() == 0:
@@ -265,6 +303,16 @@ async def test_the_browser_sees_the_agents_and_kills_the_selected_one_with_keys(
             await page.press("y")
             await wait_status(orch.engine, ids["T-doomed"], AgentStatus.KILLED)
             await until(lambda: shows("killed"), what="the killed row")
+
+            # a page of another origin on this machine: the browser sends it the cookie (same
+            # site: ports do not count) and its Origin, which the server refuses
+            async with other_origin() as elsewhere:
+                await page.open(elsewhere)
+                assert await page.evaluate(OPEN_SOCKET % port) == "refused"
+            # DNS rebinding: a name of the attacker's that resolves to this machine
+            await page.open(f"http://rebound.test:{port}/")
+            assert "forbidden_host" in await page.evaluate("document.body.innerText")
+            assert 'GET /ws" 403' in web_log.read_text()
 
         png = tmp_path / "web.png"
         png.write_bytes(base64.b64decode(shot["data"]))
