@@ -95,6 +95,12 @@ class _Session(AppService):
     def _build_environment(self, width: int = 80, height: int = 24) -> dict[str, str]:
         return self.config.session_environment(super()._build_environment(width, height))
 
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:  # the dashboard ended (quit, or it could not start): so does the page's session
+            await self.remote_close()
+
     async def close(self) -> None:
         """Ask the dashboard to quit; kill it if it does not within ``STOP_TIMEOUT_S``."""
         try:

@@ -166,6 +166,15 @@ async def test_stopping_the_server_stops_open_sessions(
         assert closing.type is aiohttp.WSMsgType.CLOSED or closing.data == 1001  # going away
 
 
+async def test_a_session_whose_dashboard_cannot_start_ends_instead_of_hanging() -> None:
+    async with web_server(api_key=None) as (url, http):  # NOWHERE: attach fails at once
+        socket = await http.ws_connect(url + "ws")
+        async with asyncio.timeout(30):
+            while (await socket.receive()).type is not aiohttp.WSMsgType.CLOSE:
+                pass
+        await until(lambda: _session_processes() == [], what="the session process gone")
+
+
 async def test_sessions_are_capped_and_odd_query_values_fall_back() -> None:
     async with web_server(api_key=None, max_sessions=0) as (url, http):
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
