@@ -74,8 +74,11 @@ class WebConfig:
     python: str = sys.executable
 
     def session_command(self) -> str:
-        """The shell command of one session: an attached dashboard, without any secret."""
-        return shlex.join([self.python, "-m", "mosaic_tui", "attach", self.api_url])
+        """The shell command of one session: an attached dashboard, without any secret.
+
+        ``exec``: the shell textual-serve starts becomes the dashboard, so stopping that one
+        process stops the session."""
+        return "exec " + shlex.join([self.python, "-m", "mosaic_tui", "attach", self.api_url])
 
     def session_environment(self, base: dict[str, str]) -> dict[str, str]:
         """``base`` with the API key set (or removed): the one way the key reaches a session."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -127,6 +128,7 @@ async def test_a_browser_session_is_an_attached_dashboard_holding_the_key_in_its
                 sessions = _session_processes()
                 assert len(sessions) == 1
                 process = sessions[0]
+                assert process.ppid() == os.getpid()  # exec: no shell left between
                 assert KEY not in " ".join(process.cmdline())  # ps shows argv, not the env
                 assert process.environ()["ORCHESTRATOR_API_KEY"] == KEY
                 await socket.send_json(["resize", {"width": 100, "height": 28}])
@@ -201,7 +203,9 @@ def test_sessions_reach_an_in_process_api_on_loopback_when_it_listens_everywhere
     assert reachable_url("::", 3001) == "http://[::1]:3001"
     assert reachable_url("10.1.2.3", 3001) == "http://10.1.2.3:3001"
     config = WebConfig(api_url="http://127.0.0.1:3001", api_key=KEY, python="/usr/bin/python3")
-    assert config.session_command() == "/usr/bin/python3 -m mosaic_tui attach http://127.0.0.1:3001"
+    assert config.session_command() == (
+        "exec /usr/bin/python3 -m mosaic_tui attach http://127.0.0.1:3001"
+    )
     environment = {"ORCHESTRATOR_API_KEY": "old", "A": "1", "CLAUDE_API_KEY": "sk-ant-x"}
     assert config.session_environment(environment) == {
         "ORCHESTRATOR_API_KEY": KEY,
