@@ -42,11 +42,11 @@ from core.models import (
 from core.net import Allowlist, EgressProxy
 from core.paths import StatePaths
 from core.queue import TaskQueue
-from core.reconcile import reconcile
+from core.reconcile import reconcile, sweep_lost
 from core.run import REVIEW_SUFFIX, AiReviewer, Finisher, Spawner, WorkspaceManager
+from core.run.iodir import io_root
 from core.run.runtimes import BuiltinRuntime, CommandRuntime, Runtime, Runtimes
 from core.run.runtimes.claude_code import ClaudeCodeRuntime
-from core.run.iodir import io_root
 from core.run.skills import resolve_skills
 from core.settings import Settings
 from core.store import StateStore
@@ -181,6 +181,7 @@ class Engine:
                 killswitch=killswitch,
                 runtimes=runtimes,
             )
+            await sweep_lost(store, lifecycle, queue.job_state)
             queue.start_worker(spawner.run, name=instance)
             listener = asyncio.create_task(engine._follow_kills(), name="kill-listener")
             stack.push_async_callback(_cancel, listener)
@@ -199,6 +200,7 @@ class Engine:
         while True:
             await asyncio.sleep(settings.gc_interval_s)
             try:
+                await sweep_lost(self.store, self.lifecycle, self.queue.job_state)
                 agents = await self.store.list_agents(limit=100_000)
                 live = {a.agent_id for a in agents if not a.status.final} | set(self.spawner.live)
                 await collect_garbage(

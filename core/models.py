@@ -279,6 +279,8 @@ class AgentState(BaseModel):
     """The runtime's session (claude-code): a retry of the task resumes it."""
     net: dict[str, int] | None = None
     """Connections the egress proxy allowed and denied (``{allowed, denied}``)."""
+    fence: int = 0
+    """The fencing token of the agent's current attempt (``core/run/fence.py``)."""
     version: int = 0
 
 

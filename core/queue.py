@@ -80,7 +80,9 @@ class TaskQueue:
                 "name": name,
                 "lockDuration": self.settings.queue_lock_duration_ms,
                 "stalledInterval": self.settings.queue_stalled_interval_ms,
-                "maxStalledCount": 1,
+                # a job whose instance died comes back (crash recovery); the spawner caps the
+                # attempts, the queue only gives up on a job that keeps stalling
+                "maxStalledCount": max(1, self.settings.queue_attempts),
             },
         )
 
@@ -91,6 +93,9 @@ class TaskQueue:
             with contextlib.suppress(Exception):
                 return bool(await self.queue.remove(agent_id))
         return False
+
+    async def job_state(self, agent_id: str) -> str | None:
+        return str(await self.queue.getJobState(agent_id) or "") or None
 
     async def pause(self) -> None:
         await self.queue.pause()

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     queue_stalled_interval_ms: int = Field(15000, ge=100)
     queue_lock_duration_ms: int = Field(30000, ge=100)
     kill_grace_s: float = Field(5.0, ge=0)
+    fence_s: float = Field(10.0, gt=0, le=3600)
+    """How soon an attempt that lost its agent (another took it over, or it could not confirm
+    ownership for longer than the job's lock) notices, kills its processes and stops writing."""
     event_stream_maxlen: int = Field(10_000, ge=100)
 
     # Files

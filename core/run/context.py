@@ -18,6 +18,7 @@ from core.models import AgentState, SpawnRequest
 
 if TYPE_CHECKING:
     from core.run.egress import Egress
+    from core.run.fence import RunLifecycle
     from core.run.launch import Launch
     from core.run.workspace import Workspace
     from sandbox import SandboxProcess
@@ -37,6 +38,13 @@ class RunContext:
     workspace: Workspace | None = None
     launch: Launch | None = None
     process: SandboxProcess | None = None
+    fence: int = 0
+    """The attempt's fencing token (``core/run/fence.py``)."""
+    lifecycle: RunLifecycle = field(init=False)
+    """Every state write of the attempt goes through it (guarded by ``fence``); set when the
+    attempt takes the agent over."""
+    fenced: str | None = None
+    """Why the attempt lost its agent; from then on it writes, commits and pushes nothing."""
     egress: Egress | None = None
     """The attempt's way through the egress proxy (None: no network)."""
     failure: str | None = None

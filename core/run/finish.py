@@ -21,6 +21,7 @@ from core.git.secrets import ScanReport, mask_data, mask_text, scan_range
 from core.models import AgentResult, AgentState, AgentType, Event, EventType, SpawnRequest
 from core.paths import StatePaths
 from core.run.context import RunContext
+from core.run.fence import verify as verify_fence
 from core.run.gate_exec import SandboxExecutor
 from core.run.launch import LaunchOutcome, base_env
 from core.run.workspace import Workspace
@@ -78,6 +79,7 @@ class Finisher:
         if not pushes:
             await self._gates(ctx, "post", result)
             return result
+        await verify_fence(self.store, agent.agent_id, run.fence)  # never commit for another
         try:
             summary = mask_text(outcome.summary or "").strip()
             message = summary or f"{agent.task_id}: agent changes"
@@ -100,6 +102,7 @@ class Finisher:
         await self._gates(ctx, "post", result)
         await self._scan(agent, ws, result, outcome.summary)
         await self._conflicts(agent, run.request, ws, result)
+        await verify_fence(self.store, agent.agent_id, run.fence)  # nor push
         try:
             await gitops.push(ws.worktree)
         except OrchestratorError as exc:

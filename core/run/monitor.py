@@ -17,10 +17,10 @@ from typing import Any, Protocol
 
 from core.diskusage import DiskBudget
 from core.git.secrets import mask_text
-from core.lifecycle import Lifecycle
 from core.logcap import cap_logs
 from core.logtail import last_line
 from core.models import AgentState
+from core.run.fence import RunLifecycle
 from core.settings import Settings
 from sandbox import SandboxProcess
 
@@ -35,7 +35,7 @@ class Monitor:
     def __init__(
         self,
         settings: Settings,
-        lifecycle: Lifecycle,
+        lifecycle: RunLifecycle,
         agent_dir: Path,
         *,
         interval: float = 1.0,

@@ -29,6 +29,8 @@ from core.paths import StatePaths
 from core.queue import GiveUp, RetryLater
 from core.run.context import RunContext
 from core.run.egress import open_egress
+from core.run.fence import Fenced, RunLifecycle, take_over
+from core.run.fence import watch as watch_fence
 from core.run.finish import Finisher
 from core.run.launch import SandboxPolicy
 from core.run.monitor import Monitor
@@ -127,6 +129,10 @@ class Spawner:
             final = True
             try:
                 return await self._attempt(run)
+            except Fenced as exc:  # another attempt owns the agent: nothing more is written
+                final = False
+                log.warning("attempt fenced: %s", exc.message, extra={"agent_id": agent_id})
+                return {"status": "fenced", "reason": exc.message}
             except (RetryLater, asyncio.CancelledError):
                 final = False  # another attempt follows (or the job is recovered later)
                 raise
@@ -148,6 +154,8 @@ class Spawner:
     async def _attempt(self, run: RunContext) -> dict[str, Any]:
         agent = run.agent
         recovered = agent.status is AgentStatus.RUNNING
+        if recovered:  # its instance died (or lost it) mid-run: this is a new attempt
+            run.attempt = max(run.attempt, agent.attempts + 1)
         await self.store.emit(
             Event(
                 type=EventType.TASK_STARTED,
@@ -161,10 +169,43 @@ class Spawner:
                 },
             )
         )
-        run.agent = agent = await self.lifecycle.update(
+        run.agent = agent = await take_over(
+            self.lifecycle,
             agent.agent_id,
-            lambda a: {"attempts": run.attempt, "instance": self.instance, "runtime": run.runtime},
+            self.instance,
+            {"attempts": run.attempt, "runtime": run.runtime},
         )
+        run.fence = agent.fence
+        run.lifecycle = RunLifecycle(self.lifecycle, run.fence)
+        if run.attempt > run.max_attempts:
+            await run.lifecycle.transition(
+                agent.agent_id,
+                AgentStatus.FAILED,
+                error=f"lost its process {run.attempt - 1} time(s): no attempts left",
+            )
+            raise GiveUp("no attempts left")
+        async with contextlib.AsyncExitStack() as guard:
+            watcher = asyncio.create_task(self._watch_fence(run))
+            guard.push_async_callback(_cancel, watcher)
+            return await self._stages(run, recovered)
+
+    async def _watch_fence(self, run: RunContext) -> None:
+        def lost(reason: str) -> None:
+            run.fenced = reason
+            log.warning("fenced: %s; killing the attempt", reason, extra={"agent_id": run.agent_id})
+            self.request_kill(run.agent_id, grace_s=0)
+
+        await watch_fence(
+            self.store,
+            run.agent_id,
+            run.fence,
+            fence_s=self.settings.fence_s,
+            lease_s=self.settings.queue_lock_duration_ms / 1000,
+            on_lost=lost,
+        )
+
+    async def _stages(self, run: RunContext, recovered: bool) -> dict[str, Any]:
+        agent = run.agent
         async with contextlib.AsyncExitStack() as stack:
             try:
                 run.workspace = await self.workspaces.prepare(agent, run.request, stack)
@@ -178,11 +219,11 @@ class Spawner:
             workspace = run.workspace
             try:
                 if recovered:
-                    await self.lifecycle.update(
+                    await run.lifecycle.update(
                         agent.agent_id, lambda a: _started(process, workspace)
                     )
                 else:
-                    await self.lifecycle.transition(
+                    await run.lifecycle.transition(
                         agent.agent_id,
                         AgentStatus.RUNNING,
                         data={"pid": process.pid, "worktree": str(workspace.path)},
@@ -191,9 +232,14 @@ class Spawner:
             except (IllegalTransition, NotFound):
                 return {"status": "killed"}  # killed while starting; the stack cleans up
             exit_code = await self._follow(run, process, workspace)
+            if run.fenced:
+                raise Fenced(run.fenced)
             if run.kill_requested.is_set():
                 return {"status": "killed"}
-            return await self._until_killed(run, self._finish(run, process, exit_code))
+            outcome = await self._until_killed(run, self._finish(run, process, exit_code))
+            if run.fenced:
+                raise Fenced(run.fenced)
+            return outcome
 
     @staticmethod
     async def _until_killed(
@@ -274,7 +320,7 @@ class Spawner:
             workspace.baseline,
             private_dirs=run.launch.spec.rw_binds,
         )
-        monitor = Monitor(self.settings, self.lifecycle, run.agent_dir, disk=disk)
+        monitor = Monitor(self.settings, run.lifecycle, run.agent_dir, disk=disk)
         watchers = [
             asyncio.create_task(monitor.watch(run.agent_id, process, run)),
             asyncio.create_task(
@@ -312,7 +358,7 @@ class Spawner:
 
     async def _session(self, run: RunContext, session_id: str) -> None:
         """The runtime's session id: kept in the status so that a retry resumes it."""
-        await self.lifecycle.update(run.agent_id, lambda a: {"session_id": session_id})
+        await run.lifecycle.update(run.agent_id, lambda a: {"session_id": session_id})
 
     async def _finish(
         self, run: RunContext, process: SandboxProcess, exit_code: int
@@ -344,7 +390,7 @@ class Spawner:
         headline = _headline(outcome.summary)
         await run.launch.collect()  # the transcript is there when the state says final
         try:
-            await self.lifecycle.transition(
+            await run.lifecycle.transition(
                 agent.agent_id,
                 status,
                 error=error,
@@ -379,9 +425,10 @@ class Spawner:
                     data={"attempt": attempt, "error": error, "nextDelayMs": delay_ms},
                 )
             )
-            await self.lifecycle.update(agent.agent_id, lambda a: {"error": error})
+            await run.lifecycle.update(agent.agent_id, lambda a: {"error": error})
             raise RetryLater(error)
-        await self._fail(agent.agent_id, error)
+        with contextlib.suppress(IllegalTransition, NotFound):
+            await run.lifecycle.transition(agent.agent_id, AgentStatus.FAILED, error=error)
         raise GiveUp(error)
 
     async def _fail(self, agent_id: str, error: str) -> None:
@@ -404,6 +451,12 @@ def _headline(text: str | None) -> str | None:
         if line.strip():
             return line.strip()[:500]
     return None
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:
