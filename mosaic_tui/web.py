@@ -39,6 +39,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
 from textual_serve.app_service import AppService
 from textual_serve.download_manager import DownloadManager
+from yarl import URL
 
 from core.api.errors import Handler, error_response
 from core.api.guard import HostPolicy, guard_middleware
@@ -140,7 +141,9 @@ def auth_middleware(state: _State) -> Middleware:
         if given is not None:
             if not _same(given, key):
                 return _unauthorized("wrong token")
-            target = request.rel_url.without_query_params("token")
+            # always to the page itself: the request's path could be "//elsewhere" (open redirect)
+            kept = [(k, v) for k, v in request.query.items() if k != "token"]
+            target = URL.build(path="/", query=kept)
             response = web.Response(status=303, headers={hdrs.LOCATION: str(target)})
             response.set_cookie(
                 cookie_name(request),

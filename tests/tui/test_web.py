@@ -109,6 +109,9 @@ async def test_the_token_once_becomes_a_strict_http_only_cookie_and_leaves_the_u
             assert resp.status == 200
         async with http.get(url, cookies={cookie.key: "forged"}) as resp:
             assert resp.status == 401
+        # the redirect goes to the page, whatever path came with the token (no open redirect)
+        async with http.get(f"{url}/evil.example/?token={KEY}", allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/"
     assert "GET /" in caplog.text and KEY not in caplog.text  # the access log drops queries
 
 
