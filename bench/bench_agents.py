@@ -1,7 +1,7 @@
 """Benchmark of the agent path: runtime -> gateway (Unix socket) -> scripted model (loopback).
 
     .venv/bin/python bench/bench_agents.py [--turns 40] [--agents 50] [--agent-turns 10]
-        [--cc-turns 20] [--cc-starts 5] [--only builtin|claude-code]
+        [--cc-turns 40] [--cc-reps 5] [--cc-starts 5] [--only builtin|claude-code]
 
 1. Overhead per model turn: the real runtime (streaming, tool dispatch of ``run_command``) through
    the gateway, against a baseline measured in the same run: the SDK calling the scripted model
@@ -18,7 +18,7 @@
    the scripted model directly, in the same run: (a) the same sandbox spec with the host network
    and ``ANTHROPIC_BASE_URL`` at the scripted model, (b) no sandbox, as the sandbox uid with a
    private HOME. The script ``claude-runaway`` calls Bash ``true`` forever; ``--max-turns`` ends
-   it; per-turn cost is (T(2N) - T(N)) / N as above, best of 3.
+   it; per-turn cost is (T(2N) - T(N)) / N as above, best of ``--cc-reps`` (interleaved).
 4. claude-code start: from sandbox start to Claude Code's ``system/init`` line and to its first
    request at the gateway, against ``claude --version`` (and ``true``) in the same sandbox spec;
    medians of ``--cc-starts`` runs.
@@ -43,6 +43,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -284,9 +285,10 @@ class ClaudeCodeBench:
         times["rc"] = rc
         return times
 
-    async def turns(self, turns: int, variant: str) -> float:
-        """Seconds for one session of ``turns`` model turns: via the gateway, direct in the
-        sandbox, or direct without a sandbox."""
+    async def turns(self, turns: int, variant: str) -> tuple[float, float]:
+        """Seconds for one session of ``turns`` model turns (via the gateway, direct in the
+        sandbox, or direct without a sandbox), and the seconds per turn between its first and
+        last tool result by Claude Code's own timestamps (no start-up in it)."""
         async with self.prepared(turns) as spec:
             if variant == "gateway":
                 elapsed = (await self.run(spec))["exit"]
@@ -302,7 +304,7 @@ class ClaudeCodeBench:
                 raise SystemExit(
                     f"claude-code {variant}: {done}/{turns} turns; last line: {last}; stderr: {err}"
                 )
-            return elapsed
+            return elapsed, _turn_slope(log)
 
     async def unsandboxed(self, spec: SandboxSpec) -> float:
         """The same argv and environment as the sandbox user, no sandbox: ``setpriv``, a
@@ -328,6 +330,17 @@ class ClaudeCodeBench:
             shutil.rmtree(own, ignore_errors=True)
 
 
+def _turn_slope(log: bytes) -> float:
+    """Seconds per turn between the first and the last tool result of a stream-json log."""
+    stamps = []
+    for line in log.splitlines():
+        if line.startswith(b'{"type":"user"'):
+            stamp = json.loads(line).get("timestamp")
+            if stamp:
+                stamps.append(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else math.nan
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -335,18 +348,21 @@ def _read(path: Path) -> bytes:
         return b""
 
 
-async def claude_code(bench: ClaudeCodeBench, turns: int, starts: int) -> None:
+async def claude_code(bench: ClaudeCodeBench, turns: int, starts: int, reps: int) -> None:
     variants = ("gateway", "sandbox", "host")
     await bench.turns(2, "gateway")  # warm caches (the CLI's 200+ MB binary, the page cache)
     best: dict[tuple[str, int], float] = {}
-    for _ in range(3):  # the machine is shared: best of 3, the variants interleaved
+    slopes: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(reps):  # the machine is shared: best of reps, the variants interleaved
         for variant in variants:
             for n in (turns, 2 * turns):
-                elapsed = await bench.turns(n, variant)
+                elapsed, slope = await bench.turns(n, variant)
+                slopes[variant].append(slope)
                 best[variant, n] = min(best.get((variant, n), elapsed), elapsed)
     per = {v: (best[v, 2 * turns] - best[v, turns]) / turns for v in variants}
     ms = {v: f"{per[v] * 1000:7.2f} ms" for v in variants}
-    print(f"claude-code per model turn ({turns} and {2 * turns} turns, Bash `true` each):")
+    print(f"claude-code per model turn ({turns} and {2 * turns} turns, Bash `true` each, "
+          f"best of {reps}):")  # fmt: skip
     print(f"  direct, no sandbox (setpriv uid {bench.user.uid}):      {ms['host']}")
     print(f"  direct, same bwrap sandbox, host network:      {ms['sandbox']}")
     print(f"  sandbox -> forwarder -> gateway (product path): {ms['gateway']}")
@@ -354,6 +370,12 @@ async def claude_code(bench: ClaudeCodeBench, turns: int, starts: int) -> None:
         print(f"  ratio gateway path / direct {label}: {per['gateway'] / per[other]:.2f}x")
     for v in variants:
         print(f"  ({v}: start-up and exit {best[v, turns] - turns * per[v]:.2f} s)")
+    slope = {v: statistics.median(slopes[v]) for v in variants}
+    print("  by Claude Code's own timestamps, first to last tool result, median of runs:")
+    print("    " + ", ".join(f"{v} {slope[v] * 1000:.2f} ms" for v in variants))
+    print(f"    ratio gateway path / direct in the same sandbox: "
+          f"{slope['gateway'] / slope['sandbox']:.2f}x; without a sandbox: "
+          f"{slope['gateway'] / slope['host']:.2f}x")  # fmt: skip
 
     agent: dict[str, list[float]] = {"init": [], "request": [], "exit": []}
     bare: dict[str, list[float]] = {"direct": [], "version": [], "true": [], "forwarder": []}
@@ -389,7 +411,8 @@ async def main() -> None:
     parser.add_argument("--turns", type=int, default=40)
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--agent-turns", type=int, default=10)
-    parser.add_argument("--cc-turns", type=int, default=20)
+    parser.add_argument("--cc-turns", type=int, default=40)
+    parser.add_argument("--cc-reps", type=int, default=5)
     parser.add_argument("--cc-starts", type=int, default=5)
     parser.add_argument("--only", choices=("builtin", "claude-code"))
     args = parser.parse_args()
@@ -414,7 +437,7 @@ async def main() -> None:
                 print("claude-code: skipped, the bwrap sandbox as the sandbox user needs root")
             else:
                 cc = ClaudeCodeBench(gateway, url, base, binary)
-                await claude_code(cc, args.cc_turns, args.cc_starts)
+                await claude_code(cc, args.cc_turns, args.cc_starts, args.cc_reps)
         cost = sum(u.cost_usd for u in usages)
         print(f"usage recorded: {len(usages)} responses, ${cost:.4f} at scripted prices")
     finally:
