@@ -90,9 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     attach.add_argument("--token", default=os.environ.get("ORCHESTRATOR_API_KEY"))
     web = sub.add_parser("web", help="the dashboard in a browser, on loopback by default")
     web.add_argument("url", nargs="?", help="attach to this API (default: run it here too)")
-    web.add_argument("--port", dest="web_port", type=int, default=3002, help="default: 3002")
-    web.add_argument("--host", dest="web_host", default="127.0.0.1", help="default: 127.0.0.1")
-    web.add_argument("--token", dest="web_token", help="API key (default: ORCHESTRATOR_API_KEY)")
+    web.add_argument("--port", dest="web_port", metavar="P", type=int, default=3002, help="3002")
+    web.add_argument("--host", dest="web_host", metavar="H", default="127.0.0.1", help="loopback")
+    web.add_argument(
+        "--token", dest="web_token", metavar="KEY", help="default: ORCHESTRATOR_API_KEY"
+    )
     demo = sub.add_parser("demo", help="offline demo with the scripted model")
     demo.add_argument("--headless", action="store_true", help="print the flow instead")
     sub.add_parser("scan", help="scan files, stdin or commits for secrets", add_help=False)
