@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 from core.agent_diff import agent_diff
 from core.agents import ModelGateway, PriceTable, model_config_problem
 from core.agents.claude_code import find_claude
+from core.agents.ratelimit import rate_limited_event
 from core.engine_api import KillAllResult, QueueStats, SpawnResponse
 from core.errors import Conflict, NotFound, NotReady, ValidationFailed
 from core.events import EventBus
@@ -47,7 +49,7 @@ from core.run import REVIEW_SUFFIX, AiReviewer, Finisher, Spawner, WorkspaceMana
 from core.run.iodir import io_root
 from core.run.runtimes import BuiltinRuntime, CommandRuntime, Runtime, Runtimes
 from core.run.runtimes.claude_code import ClaudeCodeRuntime
-from core.run.skills import resolve_skills
+from core.run.skills import resolve_skills, skill_names
 from core.settings import Settings
 from core.store import StateStore
 from core.valkey import ValkeyEndpoint, ValkeyWatch, open_valkey
@@ -148,6 +150,7 @@ class Engine:
                 instance=instance,
                 proxy=proxy,
                 admission=claude.gateway.wait_clear if claude else None,
+                model_held=_held(claude.gateway) if claude else None,
             )
             queue = TaskQueue(settings, endpoint.kwargs)
             stack.push_async_callback(queue.close)
@@ -367,6 +370,14 @@ class Engine:
         ok = all(c["ok"] for c in checks.values())
         return ok, checks
 
+    def runtime_names(self) -> list[str]:
+        """The runtimes a spawn may ask for here (the others answer 503 naming what is missing)."""
+        return self.runtimes.available()
+
+    def skill_names(self) -> list[str]:
+        """The skills a spawn may name (``MOSAIC_SKILLS_DIR``)."""
+        return skill_names(self.settings.mosaic_skills_dir)
+
     def events(self, last_event_id: str | None = None) -> AsyncIterator[Event]:
         return self.bus.subscribe(last_event_id)
 
@@ -423,6 +434,9 @@ async def _make_claude(
         with contextlib.suppress(NotFound):
             await lifecycle.update(agent_id, add)
 
+    async def rate_limited(until: datetime, wait_s: float, status: int) -> None:
+        await lifecycle.store.emit(rate_limited_event(until, wait_s, status))
+
     gateway = ModelGateway(
         settings.anthropic_base_url,
         settings.model_api_key,
@@ -430,9 +444,14 @@ async def _make_claude(
         record_usage,
         max_inflight=settings.gateway_max_inflight,
         count_tokens_per_min=settings.gateway_count_tokens_per_min,
+        on_rate_limited=rate_limited,
     )
     stack.push_async_callback(gateway.close)
     return BuiltinRuntime(settings, gateway, settings.mosaic_skills_dir), None
+
+
+def _held(gateway: ModelGateway) -> Callable[[], bool]:
+    return lambda: gateway.rate_limited_until is not None
 
 
 def _make_proxy(settings: Settings, store: StateStore, lifecycle: Lifecycle) -> EgressProxy | None:

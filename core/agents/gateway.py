@@ -314,9 +314,7 @@ class ModelGateway:
         if (refusal := await self._limited.clear(endpoint.agent_id, endpoint.deadline)) is not None:
             return refusal
         async with endpoint.slots.hold(endpoint.agent_id):
-            body = await request.content.read(MAX_BODY_BYTES + 1)
-            if len(body) > MAX_BODY_BYTES:
-                raise Refused(413, "request_too_large", f"request body over {MAX_BODY_BYTES} bytes")
+            body = await _read_body(request)
             parsed = _json_object(body)
             if parsed is None:
                 raise Refused(400, "invalid_request_error", "request body must be a JSON object")
@@ -554,6 +552,19 @@ class ModelGateway:
             await self.on_usage(endpoint.agent_id, delta)
         except Exception:
             log.exception("gateway: on_usage failed for agent %s", endpoint.agent_id)
+
+
+async def _read_body(request: BaseRequest) -> bytes:
+    """The whole body (it arrives in chunks: ``read(n)`` gives only what is there), at most
+    ``MAX_BODY_BYTES``; a bigger one is refused without reading it all."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise Refused(413, "request_too_large", f"request body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -164,7 +164,14 @@ def create_app(
     )
     app[ENGINE] = engine
     app[STARTED] = time.monotonic()
-    app[DOCUMENT] = openapi_document(auth=bool(api_key), max_body_bytes=max_body_bytes)
+    skills = getattr(engine, "skill_names", None)
+    runtimes = getattr(engine, "runtime_names", None)
+    app[DOCUMENT] = openapi_document(
+        auth=bool(api_key),
+        max_body_bytes=max_body_bytes,
+        skills=skills() if callable(skills) else None,
+        runtimes=runtimes() if callable(runtimes) else None,
+    )
     streams = EventStreams(sse_max_subscribers, sse_keepalive_s, sse_write_timeout_s)
     app[SSE_STREAMS] = streams
     app.on_shutdown.append(streams.on_shutdown)

@@ -60,13 +60,24 @@ _RESPONSES: list[type[BaseModel]] = [
 ]
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(skills: list[str] | None, runtimes: list[str] | None) -> dict[str, Any]:
     _, top = models_json_schema(
         [(SpawnRequest, "validation"), *((model, "serialization") for model in _RESPONSES)],
         by_alias=True,
         ref_template=REF,
     )
-    return dict(top["$defs"])
+    defs = dict(top["$defs"])
+    if skills is not None:  # the skills MOSAIC_SKILLS_DIR holds: any other name is a 400
+        prop = defs["SpawnContext"]["properties"]["skills"]
+        if skills:
+            prop["items"] = {**prop.get("items", {}), "enum": sorted(skills)}
+        else:
+            prop["maxItems"] = 0
+    if runtimes is not None:  # the runtimes that can run here; another one is 503 (or 400)
+        for option in defs["SpawnRequest"]["properties"]["runtime"]["anyOf"]:
+            if "enum" in option:
+                option["enum"] = [r for r in option["enum"] if r in runtimes]
+    return defs
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -136,8 +147,16 @@ AGENT_ID = {
 }
 
 
-def openapi_document(*, auth: bool, max_body_bytes: int = 1_048_576) -> dict[str, Any]:
-    """The document; ``auth``: whether ``ORCHESTRATOR_API_KEY`` guards the routes (401)."""
+def openapi_document(
+    *,
+    auth: bool,
+    max_body_bytes: int = 1_048_576,
+    skills: list[str] | None = None,
+    runtimes: list[str] | None = None,
+) -> dict[str, Any]:
+    """The document; ``auth``: whether ``ORCHESTRATOR_API_KEY`` guards the routes (401);
+    ``skills``: the skill names a spawn may use, ``runtimes`` the runtimes that can run (None:
+    not known here)."""
     agent_not_found = _error("no agent has this id")
     spawn_links = {
         name: {"operationId": operation, "parameters": {"agentId": "$response.body#/agentId"}}
@@ -313,7 +332,7 @@ def openapi_document(*, auth: bool, max_body_bytes: int = 1_048_576) -> dict[str
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": _schemas(),
+            "schemas": _schemas(skills, runtimes),
         },
         "security": [{"bearer": []}] if auth else [],
         "paths": paths,

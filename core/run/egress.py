@@ -13,8 +13,9 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.models import AgentState
 from core.net import EgressProxy, ProxyEndpoint, proxy_env
-from core.run.iodir import fresh_io_dir
+from core.run.iodir import attempt_name, fresh_io_dir
 from sandbox import SandboxSpec
 from sandbox.forwarder import forwarder_argv, forwarder_path
 from sandbox.runtime_binds import python_binds
@@ -49,11 +50,11 @@ class Egress:
 
 
 async def open_egress(
-    proxy: EgressProxy | None, agent_id: str, stack: contextlib.AsyncExitStack
+    proxy: EgressProxy | None, agent: AgentState, stack: contextlib.AsyncExitStack
 ) -> Egress | None:
     """The attempt's egress, served until ``stack`` closes; None when egress is off."""
     if proxy is None or not proxy.enabled:
         return None
-    net_dir = await fresh_io_dir(f"{agent_id}.net", stack)
-    endpoint = await stack.enter_async_context(proxy.serve_agent(agent_id, net_dir))
+    net_dir = await fresh_io_dir(attempt_name(agent, "net"), stack)
+    endpoint = await stack.enter_async_context(proxy.serve_agent(agent.agent_id, net_dir))
     return Egress(endpoint, net_dir)

@@ -4,10 +4,11 @@ Each attempt takes the agent's fencing token when it starts: ``fence`` in the ag
 raised by one compare-and-set write that also records the owner instance. Every state write of
 the attempt is guarded by that token (a write that finds another token raises ``Fenced``, and the
 compare-and-set makes the check and the write one step), and a watcher reads the token every
-quarter of ``FENCE_S`` (or of the job's lock, when shorter): when another attempt took the agent over, when the agent became final, or when
-the attempt could not confirm its token for longer than the job's lock lasts (paused past the
-lock, cut off from Valkey: another instance may own the job now), the attempt is fenced: its
-whole process tree is killed at once, and it commits, pushes and writes nothing more.
+quarter of ``FENCE_S`` (or of the job's lock, when shorter). When another attempt took the agent
+over, when the agent became final, or when the attempt could not confirm its token for longer
+than the job's lock lasts (paused past the lock, cut off from Valkey: another instance may own
+the job now), the attempt is fenced: its whole process tree is killed at once, and it commits,
+pushes and writes nothing more.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from core.models import AgentState
+
 
 def io_root() -> Path:
     """A short path (Unix sockets allow ~100 bytes) that is not under the state directory."""
@@ -27,9 +29,17 @@ def io_root() -> Path:
     raise OSError("no writable directory for agent I/O")
 
 
-async def fresh_io_dir(agent_id: str, stack: contextlib.AsyncExitStack) -> Path:
-    """A new, empty I/O directory for the agent, removed when ``stack`` closes."""
-    io_dir = await asyncio.to_thread(io_root) / agent_id
+def attempt_name(agent: AgentState, suffix: str = "") -> str:
+    """``<agentId>.a<fence>[.suffix]``: the I/O root is shared by the instances of a host, so
+    each attempt has its own names (an attempt taken over on the same host never touches the
+    other's directories)."""
+    return f"{agent.agent_id}.a{agent.fence}" + (f".{suffix}" if suffix else "")
+
+
+async def fresh_io_dir(name: str, stack: contextlib.AsyncExitStack) -> Path:
+    """A new, empty I/O directory ``name`` (see ``attempt_name``), removed when ``stack``
+    closes."""
+    io_dir = await asyncio.to_thread(io_root) / name
     await asyncio.to_thread(shutil.rmtree, io_dir, True)
     await asyncio.to_thread(io_dir.mkdir, 0o700)
     stack.push_async_callback(asyncio.to_thread, shutil.rmtree, io_dir, True)

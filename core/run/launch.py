@@ -7,6 +7,7 @@ and its own binds. The gates of an attempt run under the same policy as its agen
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,9 +49,11 @@ class Launch:
     def outcome(self, last_stdout_line: str | None) -> LaunchOutcome:
         return LaunchOutcome(summary=last_stdout_line)
 
-    async def follow(self, activity: ActivitySink, session: SessionSink) -> None:
+    async def follow(
+        self, activity: ActivitySink, session: SessionSink, ended: asyncio.Event
+    ) -> None:
         """While the session runs: report its tool calls and session id (default: nothing).
-        Cancelled when the session ends."""
+        Once ``ended`` is set, report what is left and return (or be cancelled soon after)."""
 
     async def collect(self) -> None:
         """Keep the session's artefacts (e.g. the transcript) with the agent's logs, once: the

@@ -40,12 +40,15 @@ class Monitor:
         *,
         interval: float = 1.0,
         disk: DiskBudget | None = None,
+        held: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
         self.agent_dir = agent_dir
         self.interval = interval
         self.disk = disk
+        self.held = held
+        """True while the model's shared rate limit holds the agent: waiting is not stuck."""
 
     def _last_output(self) -> str | None:
         line = last_line(self.agent_dir / "stdout.log") or last_line(self.agent_dir / "stderr.log")
@@ -99,6 +102,8 @@ class Monitor:
                     log.debug("monitor stops: %s", exc, extra={"agent_id": agent_id})
                     return
             activity = (output, round(stats.cpu_seconds, 1))
+            if self.held is not None and self.held():
+                last_activity = None  # held by the model's rate limit: not stuck
             if activity != last_activity:
                 last_activity, active_at = activity, time.monotonic()
             idle = time.monotonic() - active_at

@@ -62,6 +62,21 @@ def resolve_skills(skills_dir: Path | None, names: list[str]) -> list[Skill]:
     return skills
 
 
+def skill_names(skills_dir: Path | None) -> list[str]:
+    """The names a spawn may use: folders of ``skills_dir`` holding a ``SKILL.md``."""
+    if skills_dir is None:
+        return []
+    try:
+        entries = sorted(os.scandir(skills_dir), key=lambda e: e.name)
+    except OSError:
+        return []
+    return [
+        e.name
+        for e in entries
+        if _NAME.match(e.name) and _real_dir(Path(e.path)) and (Path(e.path) / SKILL_FILE).is_file()
+    ]
+
+
 def skills_prompt(skills: list[Skill]) -> str:
     """What the builtin runtime appends to its system prompt."""
     return "".join(f"\n\n# Skill: {s.name}\n\n{s.text.strip()}\n" for s in skills)

@@ -43,6 +43,9 @@ from sandbox.toolchains import path_directories, toolchain_binds
 
 log = logging.getLogger(__name__)
 
+FOLLOW_DRAIN_S = 5.0
+"""How long the follower may take, once the session ended, to report the rest of its output."""
+
 
 class Spawner:
     def __init__(
@@ -59,6 +62,7 @@ class Spawner:
         instance: str,
         proxy: EgressProxy | None = None,
         admission: Callable[[float], Awaitable[bool]] | None = None,
+        model_held: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -71,6 +75,8 @@ class Spawner:
         self.instance = instance
         self.proxy = proxy
         self.admission = admission
+        self.model_held = model_held
+        """True while the model's shared rate limit holds requests (agents are not stuck)."""
         """``(deadline) -> started``: waits while the model's rate limit holds."""
         self.live: dict[str, RunContext] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_agents)
@@ -280,7 +286,7 @@ class Spawner:
             stack=stack,
         )
         stack.push_async_callback(run.launch.collect)  # once; also when the agent is killed
-        run.egress = await open_egress(self.proxy, run.agent_id, stack)
+        run.egress = await open_egress(self.proxy, run.agent, stack)
         if run.egress is not None:
             run.launch.spec = run.egress.apply(run.launch.spec)
         process = await self.sandbox.start(run.launch.spec)
@@ -320,23 +326,29 @@ class Spawner:
             workspace.baseline,
             private_dirs=run.launch.spec.rw_binds,
         )
-        monitor = Monitor(self.settings, run.lifecycle, run.agent_dir, disk=disk)
-        watchers = [
-            asyncio.create_task(monitor.watch(run.agent_id, process, run)),
-            asyncio.create_task(
-                run.launch.follow(
-                    lambda tool, summary: self._activity(run, tool, summary),
-                    lambda session_id: self._session(run, session_id),
-                )
-            ),
-        ]
+        monitor = Monitor(
+            self.settings, run.lifecycle, run.agent_dir, disk=disk, held=self.model_held
+        )
+        ended = asyncio.Event()
+        follower = asyncio.create_task(
+            run.launch.follow(
+                lambda tool, summary: self._activity(run, tool, summary),
+                lambda session_id: self._session(run, session_id),
+                ended,
+            )
+        )
+        watchers = [asyncio.create_task(monitor.watch(run.agent_id, process, run)), follower]
         for watcher in watchers:
             watcher.add_done_callback(_log_crash)
         try:
             await asyncio.wait({waiter, killer}, return_when=asyncio.FIRST_COMPLETED)
             if not waiter.done():
                 await process.kill(self._grace(run))
-            return await waiter
+            code = await waiter
+            ended.set()  # the follower reports the rest of the session's output, then returns
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(follower), FOLLOW_DRAIN_S)
+            return code
         finally:
             for task in (killer, *watchers):
                 task.cancel()

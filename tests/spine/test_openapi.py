@@ -212,4 +212,8 @@ async def test_the_server_enforces_what_the_document_says(
     async with orch.http.put(orch.url + "/agents/kill-all") as resp:
         assert resp.status == 405 and resp.headers["Allow"] == "POST"
     status, doc = await orch.get("/openapi.json")
-    assert status == 200 and doc == json.loads(json.dumps(openapi_document(auth=False)))
+    # as configured: the runtimes that can run here, and no skill (no MOSAIC_SKILLS_DIR)
+    expected = openapi_document(auth=False, skills=[], runtimes=["command"])
+    assert status == 200 and doc == json.loads(json.dumps(expected))
+    spawn = doc["components"]["schemas"]["SpawnRequest"]["properties"]["runtime"]["anyOf"][0]
+    assert spawn["enum"] == ["command"]

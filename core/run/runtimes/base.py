@@ -52,6 +52,9 @@ class Runtimes:
         self._available = available
         self._missing = missing
 
+    def available(self) -> list[str]:
+        return sorted(self._available)
+
     def name_for(self, requested: str | None) -> str:
         return requested or self.default
 

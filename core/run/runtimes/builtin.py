@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from core.agents import (
@@ -24,7 +25,7 @@ from core.agents import (
     runtime_ro_binds,
 )
 from core.models import AgentState, SpawnRequest
-from core.run.iodir import fresh_io_dir, write_private
+from core.run.iodir import attempt_name, fresh_io_dir, write_private
 from core.run.launch import Launch, LaunchOutcome, SandboxPolicy, base_env
 from core.run.skills import resolve_skills, skills_prompt
 from core.safeio import MiB, RefusedFile, copy_tail
@@ -107,9 +108,14 @@ class BuiltinRuntime:
         policy: SandboxPolicy,
         stack: contextlib.AsyncExitStack,
     ) -> Launch:
-        io_dir = await fresh_io_dir(agent.agent_id, stack)
+        io_dir = await fresh_io_dir(attempt_name(agent), stack)
         endpoint = await stack.enter_async_context(
-            self.gateway.serve_agent(agent.agent_id, io_dir, self.settings.agent_max_tokens)
+            self.gateway.serve_agent(
+                agent.agent_id,
+                io_dir,
+                self.settings.agent_max_tokens,
+                deadline=time.monotonic() + self.settings.agent_max_wall_s,
+            )
         )
         ctx = request.context
         system, prompt = build_prompts(

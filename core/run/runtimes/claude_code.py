@@ -26,7 +26,7 @@ from pathlib import Path
 from core.agents import ModelGateway, build_prompts
 from core.agents.claude_code import StreamParser, claude_argv, claude_binds, claude_env
 from core.models import AgentState, SpawnRequest
-from core.run.iodir import fresh_io_dir, io_root
+from core.run.iodir import attempt_name, fresh_io_dir, io_root
 from core.run.launch import (
     ActivitySink,
     Launch,
@@ -63,12 +63,16 @@ class ClaudeCodeLaunch(Launch):
         super().__init__(spec)
         self.role = role
 
-    async def follow(self, activity: ActivitySink, session: SessionSink) -> None:
-        """Tail stdout.log: each new tool call is an activity; the session id once known."""
+    async def follow(
+        self, activity: ActivitySink, session: SessionSink, ended: asyncio.Event
+    ) -> None:
+        """Tail stdout.log: each new tool call is an activity; the session id once known. Once
+        the session ``ended``, what is left of the log is read, then it returns."""
         parser = StreamParser(cwd=str(self.spec.workdir))
         path = self.spec.log_dir / "stdout.log"
         offset, pending, reported = 0, b"", None
         while True:
+            last = ended.is_set()
             chunk, offset = await asyncio.to_thread(_read_from, path, offset)
             if chunk:
                 pending += chunk
@@ -81,8 +85,11 @@ class ClaudeCodeLaunch(Launch):
                 if parser.session_id and parser.session_id != reported:
                     reported = parser.session_id
                     await session(reported)
-            else:
-                await asyncio.sleep(POLL_S)
+                continue
+            if last:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), POLL_S)
 
     def outcome(self, last_stdout_line: str | None) -> LaunchOutcome:
         """From the log's last ``RESULT_TAIL`` bytes (the ``result`` line is long: the usage of
@@ -148,7 +155,7 @@ class ClaudeCodeRuntime:
         stack: contextlib.AsyncExitStack,
     ) -> Launch:
         settings = self.settings
-        io_dir = await fresh_io_dir(agent.agent_id, stack)
+        io_dir = await fresh_io_dir(attempt_name(agent), stack)
         deadline = time.monotonic() + settings.agent_max_wall_s
         endpoint = await stack.enter_async_context(
             self.gateway.serve_agent(
