@@ -10,6 +10,7 @@ its committer date is the time it was kept, which :func:`expire_kept` reads.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
@@ -19,6 +20,8 @@ from pathlib import Path
 from core.git.errors import GitError
 from core.git.runner import run_git
 from core.git.worktrees import Worktree, admin_dir
+
+log = logging.getLogger(__name__)
 
 KEPT_PREFIX = "refs/mosaic/kept/"
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -105,6 +108,32 @@ async def kept_commit(cache: Path, agent_id: str) -> str | None:
     """The kept commit of ``agent_id`` in ``cache``, if any."""
     result = await run_git("rev-parse", "--verify", "--quiet", kept_ref(agent_id), git_dir=cache)
     return result.stdout.strip() if result.returncode == 0 else None
+
+
+async def restore_kept(wt: Worktree, agent_id: str) -> str | None:
+    """Bring an earlier attempt's kept work back into ``wt`` (a new attempt's fresh worktree on
+    origin's current base) as uncommitted changes: the unpushed commits and changes the kept
+    commit holds, replayed onto the new base. Returns the kept SHA, or None when there is none
+    or it does not apply cleanly (the worktree is then left clean at its base)."""
+    sha = await kept_commit(wt.cache, agent_id)
+    if sha is None:
+        return None
+    admin = admin_dir(wt)
+    picked = await run_git(
+        "cherry-pick", "--no-commit", sha, "--not", "--remotes", git_dir=admin, work_tree=wt.path
+    )
+    if picked.returncode != 0:
+        await run_git("cherry-pick", "--abort", git_dir=admin, work_tree=wt.path)
+        await run_git("reset", "-q", "--hard", "HEAD", git_dir=admin, work_tree=wt.path)
+        await run_git("clean", "-q", "-fdx", git_dir=admin, work_tree=wt.path)
+        log.warning(
+            "the kept work of %s does not apply to the new base: starting clean (%s)",
+            agent_id,
+            picked.stderr.strip()[:300],
+        )
+        return None
+    await run_git("reset", "-q", git_dir=admin, work_tree=wt.path)  # changes, not staged
+    return sha
 
 
 async def expire_kept(cache: Path, max_age_s: float, *, now: float | None = None) -> list[str]:

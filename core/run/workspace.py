@@ -23,7 +23,7 @@ from core.git import (
     remove_worktree,
     repository_credentials,
 )
-from core.git.kept import keep_work, kept_ref
+from core.git.kept import keep_work, kept_ref, restore_kept
 from core.models import AgentState, SpawnRequest
 from core.paths import StatePaths
 
@@ -87,6 +87,17 @@ class WorkspaceManager:
             raise AgentFailure("workspace", exc.message, retryable=True) from exc
         workspace = Workspace(worktree, git_metadata_paths(worktree), agent.agent_id)
         stack.push_async_callback(self._cleanup, workspace)
+        try:  # a retry goes on from what the earlier attempt left (its kept work)
+            restored = await restore_kept(worktree, agent.agent_id)
+        except OrchestratorError as exc:
+            log.warning("kept work not restored: %s", exc.message)
+        else:
+            if restored is not None:
+                log.info(
+                    "the earlier attempt's work (%s) is back in the worktree",
+                    restored[:12],
+                    extra={"agent_id": agent.agent_id},
+                )
         workspace.baseline = await asyncio.to_thread(tree_usage, worktree.path)
         return workspace
 

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from core.agents import ScriptedModelServer
 from core.instance import instance_slug
 from core.models import AgentState
 from core.store import StateStore
@@ -212,3 +213,74 @@ async def _none(agent_id: str) -> bool:
 async def _events(redis: aioredis.Redis, agent_id: str) -> list[str]:
     events = await StateStore(redis).events_after("0-0", 100_000)
     return [e.type.value for e in events if e.agent_id == agent_id]
+
+
+@pytest.mark.skipif(shutil.which("claude") is None, reason="the Claude Code CLI is not installed")
+async def test_a_claude_code_agent_whose_instance_died_resumes_its_session(
+    tmp_path: Path, valkey_url: str, redis_client: aioredis.Redis, origin: Path, parent: str
+) -> None:
+    """SPEC §15 + §19: the instance running a Claude Code agent is SIGKILLed mid-session; when it
+    comes back, the retry runs ``claude --resume <sessionId>`` (its HOME survived the first
+    attempt), so the model gets the first attempt's conversation back, and the task completes."""
+    declare_no_tools(origin, tmp_path)
+    async with ScriptedModelServer() as scripted:
+        config = {
+            **settings(parent, seconds=1),
+            "mosaic_agent_command": "",
+            "mosaic_runtime": "claude-code",
+            "anthropic_base_url": scripted.url,
+            "claude_api_key": "sk-ant-test-not-a-real-key",
+            "sandbox_default_memory_mb": 512,
+            "agent_max_wall_s": 120,
+        }
+        env = instance_env("resume-a", tmp_path / "a", valkey_url, **config)
+        a = start_instance("resume-a", tmp_path / "a", env)
+        again: Instance | None = None
+        try:
+            async with aiohttp.ClientSession() as http:
+                body = {
+                    "taskId": "T-resume",
+                    "agentType": "worker",
+                    "context": {
+                        "repository": str(origin),
+                        "instructions": "[script:claude-slow-worker]",
+                    },
+                }
+                async with http.post(a.url + "/agents/spawn", json=body) as resp:
+                    assert resp.status == 202, await resp.text()
+                    agent_id = str((await resp.json())["agentId"])
+
+                async def in_the_long_step() -> bool:  # the second model turn was answered
+                    s = await state(redis_client, agent_id)
+                    return bool(s.session_id) and len(scripted.requests) >= 2
+
+                await until(in_the_long_step, 90, "the session in its long step")
+                session = (await state(redis_client, agent_id)).session_id
+                asked = len(scripted.requests)
+                a.proc.kill()
+                a.proc.wait(10)
+                again = start_instance("resume-a", tmp_path / "a", env)
+
+                async def final() -> bool:
+                    return (await state(redis_client, agent_id)).status.final
+
+                await until(final, 120, "the task's end")
+            done = await state(redis_client, agent_id)
+            assert done.status.value == "completed", (done.error, again.output()[-3000:])
+            assert done.attempts == 2 and done.session_id == session
+            resumed = scripted.requests[asked:]
+            assert resumed, "the retry never asked the model"
+            roles = [m.get("role") for m in resumed[0].body["messages"]]
+            assert roles.count("assistant") >= 2, roles  # the first attempt's turns came back
+            assert branch_pushes(origin, "mosaic/worker/T-resume") >= 1
+            # the first attempt's file (kept when it died) went on in the retry's worktree
+            shown = subprocess.run(
+                ["git", "--git-dir", str(origin), "show", "mosaic/worker/T-resume:progress.txt"],
+                capture_output=True,
+                text=True,
+            )
+            assert shown.stdout == "step 1\n", shown.stderr
+        finally:
+            for inst in (a, again):
+                if inst is not None:
+                    stop_instance(inst.proc)
