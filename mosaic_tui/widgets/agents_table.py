@@ -86,6 +86,8 @@ class AgentsTable(ScrollView, can_focus=True):
         self._labels: tuple[str, bool] = ("", False)
         self._widths: list[int] = []
         self._strips: dict[str, tuple[tuple[Cell, ...], int, Strip]] = {}
+        self._looks: dict[str, Style] = {}
+        """The widget's own and its component classes' Rich styles, until the styles change."""
         self.built: Counter[str] = Counter()
         """How often each agent's row was drawn afresh (a cache miss): what tests count."""
 
@@ -220,6 +222,25 @@ class AgentsTable(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._strips.clear()
+        self._looks.clear()
+
+    def _on_focus(self, event: events.Focus) -> None:
+        self._looks.clear()
+        super()._on_focus(event)
+
+    def _on_blur(self, event: events.Blur) -> None:
+        self._looks.clear()
+        super()._on_blur(event)
+
+    def _look(self, name: str) -> Style:
+        """``rich_style`` (name "") or a component class's style on top of it, cached: computing
+        them walks the DOM, which would otherwise cost more than drawing the row."""
+        look = self._looks.get(name)
+        if look is None:
+            base = self.rich_style
+            look = base + self.get_component_rich_style(name) if name else base
+            self._looks[name] = look
+        return look
 
     def on_resize(self, event: events.Resize) -> None:
         self._widths = []
@@ -241,7 +262,7 @@ class AgentsTable(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
-        base = self.rich_style
+        base = self._look("")
         if y == 0:
             strip = self._header(base)
         else:
@@ -258,7 +279,7 @@ class AgentsTable(ScrollView, can_focus=True):
         return [f"{c.label}{arrow}" if c.key == column_key else c.label for c in COLUMNS]
 
     def _header(self, base: Style) -> Strip:
-        style = base + self.get_component_rich_style("agents-table--header")
+        style = self._look("agents-table--header")
         return self._strip([(label, "", False) for label in self.header_labels()], style)
 
     def _row(self, agent_id: str, index: int, base: Style) -> Strip:
@@ -273,11 +294,9 @@ class AgentsTable(ScrollView, can_focus=True):
             self._strips[agent_id] = (cells, width, strip)
             self.built[agent_id] += 1
         if index == self.cursor_row and self.row_count:
-            row_style = base + self.get_component_rich_style("agents-table--cursor")
+            row_style = self._look("agents-table--cursor")
             return Strip(Segment.apply_style(strip, post_style=row_style), strip.cell_length)
-        if index % 2:
-            base = base + self.get_component_rich_style("agents-table--even")
-        return strip.apply_style(base)
+        return strip.apply_style(self._look("agents-table--even") if index % 2 else base)
 
     def _strip(self, cells: list[Cell] | tuple[Cell, ...], style: Style) -> Strip:
         segments: list[Segment] = []

@@ -30,7 +30,7 @@ def log_text(log: RichLog) -> str:
 
 
 def events_text(app: MosaicApp) -> str:
-    return log_text(app.dashboard.query_one(EventsPane))
+    return app.dashboard.query_one(EventsPane).text
 
 
 def queue_text(app: MosaicApp) -> str:
