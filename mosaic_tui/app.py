@@ -28,6 +28,7 @@ from core.models import AgentState, Event
 from core.settings import Settings
 from mosaic_tui.alerts import KINDS, Alert, Alerts, desktop_escape
 from mosaic_tui.book import AgentBook
+from mosaic_tui.bridge import EngineThread, ThreadedEngine, faster_thread_switches
 from mosaic_tui.feed import EventFeed
 from mosaic_tui.format import Clock, short_id
 from mosaic_tui.logbridge import LogBridge
@@ -470,16 +471,51 @@ class MosaicApp(App[None]):
         self.push_screen(ConfirmQuit(live), answered)
 
 
-async def run_local_dashboard(settings: Settings) -> None:
-    """Engine, API server and dashboard in one asyncio loop; quitting stops all three."""
+async def run_local_dashboard(
+    settings: Settings, *, desktop_notify: bool = False, shared_loop: bool = False
+) -> None:
+    """Engine, API server and dashboard in one process; quitting stops all three.
+
+    The engine and the API run on their own event loop in their own thread (``EngineThread``);
+    the dashboard reaches them through ``ThreadedEngine``, so drawing never stalls the engine.
+    ``shared_loop`` runs all three on one loop instead (the design before; for comparison).
+    """
     from core.api.service import running_service
 
-    async with running_service(settings) as (engine, runner):
+    log_file = Path(settings.mosaic_state_dir) / "logs" / "dashboard.log"
+    if shared_loop:
+        async with running_service(settings) as (engine, runner):
+            host, port = runner.addresses[0][:2]
+            app = MosaicApp(
+                engine,
+                local=True,
+                api_url=f"API http://{host}:{port}",
+                desktop_notify=desktop_notify,
+            )
+            with app.logs.capture(log_file):
+                await app.run_async()
+            _say_stopping(len(engine.spawner.live))
+        return
+    restore = faster_thread_switches()
+    thread = EngineThread(lambda: running_service(settings), "mosaic-engine")
+    try:
+        engine, runner = await asyncio.to_thread(thread.start)
+        assert thread.loop is not None
         host, port = runner.addresses[0][:2]
-        app = MosaicApp(engine, local=True, api_url=f"API http://{host}:{port}")
-        log_file = Path(settings.mosaic_state_dir) / "logs" / "dashboard.log"
+        app = MosaicApp(
+            ThreadedEngine(engine, thread.loop),
+            local=True,
+            api_url=f"API http://{host}:{port}",
+            desktop_notify=desktop_notify,
+        )
         with app.logs.capture(log_file):
             await app.run_async()
-        live = len(engine.spawner.live)
-        if live:
-            print(f"mosaic-orchestrator: stopping, killing {live} live agent(s)", flush=True)
+        _say_stopping(len(engine.spawner.live))
+    finally:
+        await asyncio.to_thread(thread.stop)  # the engine's shutdown, on the engine's loop
+        restore()
+
+
+def _say_stopping(live: int) -> None:
+    if live:
+        print(f"mosaic-orchestrator: stopping, killing {live} live agent(s)", flush=True)

@@ -51,14 +51,16 @@ async def run_headless(settings: Settings) -> None:
         print("mosaic-orchestrator: stopping (killing live agents)", flush=True)
 
 
-async def run_dashboard(settings: Settings) -> None:
+async def run_dashboard(
+    settings: Settings, *, desktop_notify: bool = False, shared_loop: bool = False
+) -> None:
     try:
         from mosaic_tui.app import run_local_dashboard
     except ImportError:
         print("mosaic-orchestrator: the dashboard is not available; running headless", flush=True)
         await run_headless(settings)
         return
-    await run_local_dashboard(settings)
+    await run_local_dashboard(settings, desktop_notify=desktop_notify, shared_loop=shared_loop)
 
 
 def _gc(settings: Settings) -> int:
@@ -84,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--headless", action="store_true", help="run without the dashboard")
     parser.add_argument("--port", type=int, help="API port (overrides ORCHESTRATOR_PORT)")
     parser.add_argument("--log-level", default=os.environ.get("MOSAIC_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--desktop-notify",
+        action="store_true",
+        default=os.environ.get("MOSAIC_DESKTOP_NOTIFY", "").lower() in ("1", "true", "yes"),
+        help="alerts also as desktop notifications (OSC 777/9 escapes; MOSAIC_DESKTOP_NOTIFY=1)",
+    )
+    parser.add_argument(
+        "--shared-loop",
+        action="store_true",
+        help="run the engine on the dashboard's event loop (default: its own loop and thread)",
+    )
     sub = parser.add_subparsers(dest="command")
     attach = sub.add_parser("attach", help="dashboard against a remote orchestrator")
     attach.add_argument("url")
@@ -116,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "attach":
             from mosaic_tui.remote import run_attached
 
-            asyncio.run(run_attached(args.url, token=args.token))
+            asyncio.run(
+                run_attached(args.url, token=args.token, desktop_notify=args.desktop_notify)
+            )
             return 0
         settings = load_settings(**overrides)
         _setup_logging(args.log_level)
@@ -140,7 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mosaic_tui.demo import run_demo
 
             return asyncio.run(run_demo(settings, headless=args.headless))
-        asyncio.run(run_headless(settings) if args.headless else run_dashboard(settings))
+        asyncio.run(
+            run_headless(settings)
+            if args.headless
+            else run_dashboard(
+                settings, desktop_notify=args.desktop_notify, shared_loop=args.shared_loop
+            )
+        )
     except ConfigError as exc:
         print(f"mosaic-orchestrator: {exc.message}", file=sys.stderr)
         return 2

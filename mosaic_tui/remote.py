@@ -256,11 +256,11 @@ async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[Event]:
                 event_id = value
 
 
-async def run_attached(url: str, token: str | None = None) -> None:
+async def run_attached(url: str, token: str | None = None, *, desktop_notify: bool = False) -> None:
     """The dashboard as a client of a running orchestrator; quitting only detaches."""
     from mosaic_tui.app import MosaicApp
 
     async with RemoteEngine(url, token) as engine:
         await engine.queue_stats()  # fails fast, with one clear line, if unreachable or refused
-        app = MosaicApp(engine, local=False, api_url=engine.url)
+        app = MosaicApp(engine, local=False, api_url=engine.url, desktop_notify=desktop_notify)
         await app.run_async()
