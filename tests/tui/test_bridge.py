@@ -59,5 +59,5 @@ async def test_dashboard_over_an_engine_thread(settings: Settings, origin: Path)
 async def test_a_failing_start_is_raised_to_the_caller(settings: Settings) -> None:
     broken = settings.model_copy(update={"valkey_url": "redis://127.0.0.1:1/0"})
     thread: EngineThread[Engine] = EngineThread(lambda: Engine.running(broken), "test-broken")
-    with pytest.raises(Exception, match="(?i)valkey|connect|reach"):
+    with pytest.raises(Exception, match=r"(?i)valkey|connect|reach"):
         await asyncio.to_thread(thread.start, 60)
