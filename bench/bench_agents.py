@@ -127,6 +127,14 @@ async def run_runtime(
         return await timed(runtime_argv(path), work)
 
 
+def _ratio(value: float, base: float) -> str:
+    """``value / base``, or why there is none: a per-turn figure of (T(2N) - T(N)) / N that is
+    not positive means the machine's noise outweighed N turns (rerun quieter or with more)."""
+    if value <= 0 or base <= 0:
+        return "n/a (noise larger than the turns: a per-turn figure is not positive)"
+    return f"{value / base:.2f}x"
+
+
 async def per_turn_overhead(gateway: ModelGateway, url: str, base: Path, turns: int) -> None:
     async def baseline(n: int) -> float:
         return (await timed([sys.executable, "-c", BASELINE, url, str(n)], base))[0]
@@ -144,7 +152,7 @@ async def per_turn_overhead(gateway: ModelGateway, url: str, base: Path, turns: 
     run_turn = (r2 - r1) / turns
     print(f"per model turn, SDK direct to scripted model:       {base_turn * 1000:7.2f} ms")
     print(f"per model turn, runtime via gateway incl. tool run: {run_turn * 1000:7.2f} ms")
-    print(f"ratio (runtime+gateway / direct):                   {run_turn / base_turn:7.2f}x")
+    print(f"ratio (runtime+gateway / direct):                   {_ratio(run_turn, base_turn)}")
     print(f"  (process start-up: runtime {(r1 - turns * run_turn):.2f} s, "
           f"baseline {(b1 - turns * base_turn):.2f} s)")  # fmt: skip
 
@@ -367,7 +375,7 @@ async def claude_code(bench: ClaudeCodeBench, turns: int, starts: int, reps: int
     print(f"  direct, same bwrap sandbox, host network:      {ms['sandbox']}")
     print(f"  sandbox -> forwarder -> gateway (product path): {ms['gateway']}")
     for label, other in (("in the same sandbox", "sandbox"), ("without a sandbox", "host")):
-        print(f"  ratio gateway path / direct {label}: {per['gateway'] / per[other]:.2f}x")
+        print(f"  ratio gateway path / direct {label}: {_ratio(per['gateway'], per[other])}")
     for v in variants:
         print(f"  ({v}: start-up and exit {best[v, turns] - turns * per[v]:.2f} s)")
     slope = {v: statistics.median(slopes[v]) for v in variants}
