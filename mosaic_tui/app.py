@@ -9,6 +9,7 @@ answered at once. ``run_local_dashboard`` runs engine, API server and app in one
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Iterable
@@ -63,6 +64,14 @@ HISTORY_PER_AGENT = 500
 WHO = "dashboard"
 
 
+def settle_heap() -> None:
+    """Once everything is loaded (modules, the engine, the first 1,000 agents), move what lives
+    now out of the garbage collector's sight (``gc.freeze``): a full collection then scans only
+    what came later, and stops both threads for a few milliseconds instead of hundreds."""
+    gc.collect()
+    gc.freeze()
+
+
 def _message(exc: BaseException) -> str:
     return getattr(exc, "message", None) or str(exc) or type(exc).__name__
 
@@ -105,6 +114,7 @@ class MosaicApp(App[None]):
         self._to_fetch: set[str] = set()
         self._fetching = False
         self._last_full = 0.0
+        self._heap_settled = False
         self._last_shown = 0.0
         self._last_stats = 0.0
         self._last_age = 0.0
@@ -233,6 +243,9 @@ class MosaicApp(App[None]):
                 await self.refresh_stats()
             if full:
                 self.book.replace_all(await self.engine.list_agents())
+                if not self._heap_settled:
+                    self._heap_settled = True
+                    settle_heap()
             elif ids:  # in chunks: the engine's loop serves others in between
                 order = sorted(ids)
                 for start in range(0, len(order), FETCH_CHUNK):
