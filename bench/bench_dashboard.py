@@ -137,8 +137,9 @@ async def settings_for_run() -> AsyncIterator[Settings]:
             await server.stop()
 
 
-async def press_keys(app: TimedApp) -> list[float]:
+async def press_keys(app: TimedApp) -> tuple[list[float], list[float]]:
     presses: list[float] = []
+    handling: list[float] = []
     for _ in range(PRESSES):
         before = app.book.sort_column
         start = time.perf_counter()
@@ -149,22 +150,23 @@ async def press_keys(app: TimedApp) -> list[float]:
         while app.displayed < handled:  # ...and the screen redrawn
             await asyncio.sleep(0)
         presses.append((app.displayed - start) * 1000)
+        handling.append((handled - start) * 1000)
         await asyncio.sleep(0.05)
-    return presses
+    return presses, handling
 
 
 async def with_dashboard(
     client: EngineAPI, lag: Callable[[], Awaitable[list[float]]]
-) -> tuple[list[float], list[float], int]:
+) -> tuple[list[float], list[float], list[float], int]:
     app = TimedApp(client, local=True)
     async with app.run_test(size=(160, 48)) as pilot:
         while app.dashboard.table.row_count < AGENTS:
             await pilot.pause(0.1)
         await pilot.pause(1.0)
         lag_task = asyncio.ensure_future(lag())
-        presses = await press_keys(app)
+        presses, handling = await press_keys(app)
         lags = await lag_task
-        return presses, lags, app.feed.received
+        return presses, handling, lags, app.feed.received
 
 
 async def shared_loop() -> dict[str, Any]:
@@ -174,10 +176,17 @@ async def shared_loop() -> dict[str, Any]:
         stop = asyncio.Event()
         flow = asyncio.create_task(event_flow(engine, ids, stop))
         base = await loop_lag(PHASE_S)
-        presses, lags, received = await with_dashboard(engine, lambda: loop_lag(PHASE_S))
+        presses, handling, lags, received = await with_dashboard(engine, lambda: loop_lag(PHASE_S))
         stop.set()
         sent = await flow
-    return {"base": base, "presses": presses, "lags": lags, "sent": sent, "received": received}
+    return {
+        "base": base,
+        "presses": presses,
+        "handling": handling,
+        "lags": lags,
+        "sent": sent,
+        "received": received,
+    }
 
 
 async def engine_thread() -> dict[str, Any]:
@@ -199,7 +208,7 @@ async def engine_thread() -> dict[str, Any]:
             stop = asyncio.Event()
             flow = asyncio.run_coroutine_threadsafe(event_flow(engine, ids, stop), loop)
             base = await there(loop_lag(PHASE_S))
-            presses, lags, received = await with_dashboard(
+            presses, handling, lags, received = await with_dashboard(
                 ThreadedEngine(engine, loop), lambda: there(loop_lag(PHASE_S))
             )
             loop.call_soon_threadsafe(stop.set)
@@ -207,7 +216,14 @@ async def engine_thread() -> dict[str, Any]:
         finally:
             await asyncio.to_thread(runner.stop)
             restore()
-    return {"base": base, "presses": presses, "lags": lags, "sent": sent, "received": received}
+    return {
+        "base": base,
+        "presses": presses,
+        "handling": handling,
+        "lags": lags,
+        "sent": sent,
+        "received": received,
+    }
 
 
 def report(name: str, run: dict[str, Any]) -> None:
@@ -216,6 +232,7 @@ def report(name: str, run: dict[str, Any]) -> None:
         f"dashboard received {run['received']}"
     )
     print(summary("key press -> screen (sort)", run["presses"], KEY_GOAL_MS))
+    print(summary("  of which: until the key is handled", run["handling"]))
     print(summary("engine loop lag, no dashboard", run["base"]))
     print(summary("engine loop lag, dashboard attached", run["lags"], LAG_GOAL_MS))
 

@@ -144,3 +144,23 @@ def test_log_bridge_moves_terminal_logging_to_a_file_and_the_screen(tmp_path: Pa
     assert bridge.drain() == ["WARNING core.test: disk nearly full"]
     assert "disk nearly full" in (tmp_path / "logs" / "dashboard.log").read_text()
     assert sorted(map(id, root.handlers)) == sorted(map(id, before))
+
+
+def test_activity_and_rate_limit_events_read_as_what_happened() -> None:
+    activity = Event(
+        type=EventType.AGENT_ACTIVITY,
+        agentId="abcdef123456",
+        taskId="T-7",
+        data={"tool": "Bash", "summary": "pytest -q\n  tests/"},
+    )
+    line = event_text(activity, Clock()).plain
+    assert "agent.activity" in line and line.endswith("Bash: pytest -q tests/")
+    limited = Event(type=EventType.MODEL_RATE_LIMITED, data={"untilTs": "x", "waitS": 75})
+    assert event_text(limited, Clock()).plain.endswith("rate-limited, waiting 1m15s")
+    book = AgentBook()
+    book.upsert(agent("T-7", agent_id="abcdef123456", last_output="started"))
+    assert book.activity["abcdef123456"] == "started"
+    assert book.apply_event(activity) is False  # no state to re-read for a tool call
+    assert book.activity["abcdef123456"] == "Bash: pytest -q tests/"
+    book.upsert(agent("T-7", agent_id="abcdef123456", last_output="started", version=1))
+    assert book.activity["abcdef123456"] == "Bash: pytest -q tests/"  # same output: kept
