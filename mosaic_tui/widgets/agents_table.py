@@ -85,7 +85,7 @@ class AgentsTable(ScrollView, can_focus=True):
         self._now_text = ""
         self._labels: tuple[str, bool] = ("", False)
         self._widths: list[int] = []
-        self._strips: dict[str, tuple[tuple[Cell, ...], int, Strip]] = {}
+        self._strips: dict[str, _Row] = {}
         self._looks: dict[str, Style] = {}
         """The widget's own and its component classes' Rich styles, until the styles change."""
         self.built: Counter[str] = Counter()
@@ -225,12 +225,17 @@ class AgentsTable(ScrollView, can_focus=True):
         self._looks.clear()
 
     def _on_focus(self, event: events.Focus) -> None:
-        self._looks.clear()
+        self._forget_looks()
         super()._on_focus(event)
 
     def _on_blur(self, event: events.Blur) -> None:
-        self._looks.clear()
+        self._forget_looks()
         super()._on_blur(event)
+
+    def _forget_looks(self) -> None:
+        self._looks.clear()
+        for row in self._strips.values():
+            row.styled = [None, None, None]
 
     def _look(self, name: str) -> Style:
         """``rich_style`` (name "") or a component class's style on top of it, cached: computing
@@ -284,19 +289,27 @@ class AgentsTable(ScrollView, can_focus=True):
 
     def _row(self, agent_id: str, index: int, base: Style) -> Strip:
         agent = self.book.agents[agent_id]
-        cells = self.book.row(agent, self.now)
+        activity = self.book.activity.get(agent_id)
         width = self._table_width()
-        cached = self._strips.get(agent_id)
-        if cached is not None and cached[0] == cells and cached[1] == width:
-            strip = cached[2]
-        else:
-            strip = self._strip(cells, Style())
-            self._strips[agent_id] = (cells, width, strip)
-            self.built[agent_id] += 1
-        if index == self.cursor_row and self.row_count:
-            row_style = self._look("agents-table--cursor")
-            return Strip(Segment.apply_style(strip, post_style=row_style), strip.cell_length)
-        return strip.apply_style(self._look("agents-table--even") if index % 2 else base)
+        kind = 2 if index == self.cursor_row else index % 2
+        row = self._strips.get(agent_id)
+        if row is None or not row.holds(agent, activity, self._now_text, width):
+            # the state, its activity or the clock moved: what do the cells say now?
+            cells = self.book.row(agent, self.now)
+            if row is None or row.cells != cells or row.width != width:
+                row = _Row(cells, width, self._strip(cells, Style()))
+                self.built[agent_id] += 1
+            row.agent, row.activity, row.tick = agent, activity, self._now_text
+            self._strips[agent_id] = row
+        styled = row.styled[kind]
+        if styled is None:
+            if kind == 2:
+                cursor = self._look("agents-table--cursor")
+                styled = Strip(Segment.apply_style(row.strip, post_style=cursor), width)
+            else:
+                styled = row.strip.apply_style(self._look("agents-table--even") if kind else base)
+            row.styled[kind] = styled
+        return styled
 
     def _strip(self, cells: list[Cell] | tuple[Cell, ...], style: Style) -> Strip:
         segments: list[Segment] = []
@@ -308,3 +321,28 @@ class AgentsTable(ScrollView, can_focus=True):
             body = set_cell_size(body, width)
             segments.append(Segment(pad + body + pad, style + Style.parse(cell_style)))
         return Strip(segments, self._table_width())
+
+
+class _Row:
+    """One agent's drawn row: its cells, the strip they make, and that strip as drawn plain,
+    zebra-striped and under the cursor. ``holds`` says whether the row may still be current
+    without asking the book (the same state object, activity and clock second)."""
+
+    __slots__ = ("activity", "agent", "cells", "strip", "styled", "tick", "width")
+
+    def __init__(self, cells: tuple[Cell, ...], width: int, strip: Strip) -> None:
+        self.cells = cells
+        self.width = width
+        self.strip = strip
+        self.styled: list[Strip | None] = [None, None, None]
+        self.agent: object = None
+        self.activity: str | None = None
+        self.tick = ""
+
+    def holds(self, agent: object, activity: str | None, tick: str, width: int) -> bool:
+        return (
+            self.agent is agent
+            and self.activity == activity
+            and self.tick == tick
+            and self.width == width
+        )
