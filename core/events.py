@@ -227,15 +227,21 @@ class EventBus:
         return len(self._subscribers)
 
     async def _pump(self) -> None:
+        failing = False
         while True:
             try:
                 batches = await self._reader.xread({STREAM: self._last_id}, block=1000, count=500)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # connection loss: retry without dying
-                log.warning("event stream read failed: %s", exc)
+            except Exception as exc:  # connection loss (a Valkey outage): retry without dying
+                if not failing:  # once per outage, not twice a second
+                    log.warning("event stream read failed (retrying until it works): %s", exc)
+                failing = True
                 await asyncio.sleep(0.5)
                 continue
+            if failing:
+                log.info("event stream readable again; events resume after %s", self._last_id)
+                failing = False
             for _stream, entries in batches or []:
                 for entry_id, fields in entries:
                     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -34,7 +34,7 @@ from typing import Any, Protocol, TypeVar, cast
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, StoreUnavailable
 from core.models import AgentState, Event, TaskState
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ PIPELINE_CHUNK = 500
 """Commands sent in one round trip by the batch operations."""
 
 UNREACHABLE: tuple[type[BaseException], ...] = (
+    StoreUnavailable,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     ConnectionError,
@@ -141,6 +142,9 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
 
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 2.0
+FAST_TIMEOUT_S = 3.0
+"""A fast store's operation that gets no answer within this long raises ``StoreUnavailable``
+(an ``asyncio.timeout`` around it: see ``core.valkey`` on why not redis-py's socket timeout)."""
 
 
 class Availability(Protocol):
@@ -188,7 +192,13 @@ class StateStore:
 
     async def _run(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         if not self.durable:
-            return await op()
+            try:
+                async with asyncio.timeout(FAST_TIMEOUT_S):
+                    return await op()
+            except TimeoutError:
+                raise StoreUnavailable(
+                    f"Valkey did not answer {what} within {FAST_TIMEOUT_S:g} s"
+                ) from None
         delay = RETRY_FIRST_S
         waited = 0
         while True:

@@ -6,10 +6,12 @@ orchestrator (``PR_SET_PDEATHSIG``), is stopped on shutdown, and a stale socket 
 by a crash is removed before the next start. A server already serving the same directory (another
 orchestrator on this host) is shared rather than started twice.
 
-Outages (SPEC §19): clients have bounded connect and command timeouts (an operation on a paused
-or unreachable server fails within seconds, never hangs), and :class:`ValkeyWatch` pings the
+Outages (SPEC §19): clients have a bounded connect timeout, and :class:`ValkeyWatch` pings the
 server with a short timeout, keeps the "is Valkey up" flag the API and the durable store use, and
 restarts the embedded server (same directory: its AOF brings the data back) when its process died.
+Command timeouts are ``asyncio.timeout`` around the call (``core.store``), never redis-py's
+``socket_timeout``: with it, redis-py 7.4 loses task cancellations (a task cancelled during a
+command can go on running), which leaves a killed agent's run waiting forever.
 """
 
 from __future__ import annotations
@@ -40,10 +42,7 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 CONNECT_TIMEOUT_S = 2.0
-COMMAND_TIMEOUT_S = 2.0
-"""Client defaults: a command on a server that does not answer fails after this long (and one
-quick retry), so a request meets a paused Valkey with a 503 within seconds. Blocking readers
-(the event bus, the queue worker) set their own ``socket_timeout``."""
+"""Client default: connecting to a server that does not answer fails after this long."""
 
 
 def _redis_binary() -> str:
@@ -73,7 +72,6 @@ class ValkeyEndpoint:
     def client(self, **extra: Any) -> aioredis.Redis:
         defaults: dict[str, Any] = {
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
-            "socket_timeout": COMMAND_TIMEOUT_S,
             "retry": Retry(ExponentialBackoff(cap=0.25, base=0.05), 1),
         }
         return aioredis.Redis(**{**defaults, **self.kwargs, **extra})
@@ -251,7 +249,7 @@ class ValkeyWatch:
         self._up = asyncio.Event()
         self._up.set()
         self._client = endpoint.client(
-            socket_timeout=timeout_s,
+            socket_timeout=None,  # the PING's own asyncio.timeout bounds it (see the module)
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
@@ -271,7 +269,7 @@ class ValkeyWatch:
     async def probe(self) -> str | None:
         """One PING: ``None`` if answered, else why not."""
         try:
-            async with asyncio.timeout(self.timeout_s + 0.5):
+            async with asyncio.timeout(self.timeout_s):
                 await self._client.ping()  # type: ignore[misc]
         except (OSError, aioredis.RedisError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
