@@ -9,7 +9,7 @@ attached, and the time from a key press to the screen update: ``s`` cycles the s
 we time until the screen is written after the key was handled (headless Textual app).
 Half the events are ``agent.activity`` (they rewrite the last-activity column; while the table
 is sorted by it, every one moves a row). Prints figures against the goals; not a test.
-Run:  python bench/bench_dashboard.py
+Run:  python bench/bench_dashboard.py [shared] [thread]   (both by default)
 """
 
 from __future__ import annotations

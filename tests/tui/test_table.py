@@ -175,3 +175,25 @@ async def test_an_update_redraws_only_its_row_and_keeps_the_selection() -> None:
         shown = [a.task_id for a in book.visible()]
         assert shown[-2:] == ["T-0005", "T-0900"] or shown[-2:] == ["T-0900", "T-0005"]
         assert shown.index("T-0005") > shown.index("T-0001")  # running sorts before failed
+
+
+async def test_a_click_selects_and_a_second_click_chooses() -> None:
+    book = AgentBook()
+    book.replace_all(state(n) for n in range(5))
+    book.sort_column, book.descending = "task", False
+    chosen: list[str] = []
+
+    class ChoosingApp(TableApp):
+        def on_agents_table_selected(self, message: AgentsTable.Selected) -> None:
+            chosen.append(message.agent_id)
+
+    app = ChoosingApp(book)
+    async with app.run_test(size=(160, 12)) as pilot:
+        table = app.sync()
+        await pilot.pause()
+        await pilot.click(AgentsTable, offset=(3, 3))  # line 3: the third row (T-0002)
+        assert table.selected_agent_id == state(2).agent_id and chosen == []
+        await pilot.click(AgentsTable, offset=(3, 3))
+        assert chosen == [state(2).agent_id]
+        await pilot.click(AgentsTable, offset=(3, 0))  # the header: nothing
+        assert table.selected_agent_id == state(2).agent_id
