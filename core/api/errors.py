@@ -98,6 +98,7 @@ async def read_json(request: web.Request) -> Any:
         raise ValidationFailed(f"request body is not valid JSON: {exc}") from None
 
 
+OUTAGE_RETRY_AFTER_S = 1
 OPEN_DURING_OUTAGE = frozenset({"/health", "/health/ready", "/openapi.json"})
 """Routes that answer while Valkey is down: liveness, readiness (503 with its checks), the
 document."""
@@ -111,7 +112,13 @@ def availability_middleware(available: Callable[[], bool] | None) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if available is not None and request.path not in OPEN_DURING_OUTAGE and not available():
-            raise StoreUnavailable("Valkey is not reachable; retry when /health/ready is 200")
+            response = error_response(
+                503,
+                StoreUnavailable.code,
+                "Valkey is not reachable; retry when /health/ready is 200",
+            )
+            response.headers["Retry-After"] = str(OUTAGE_RETRY_AFTER_S)
+            return response
         return await handler(request)
 
     return middleware

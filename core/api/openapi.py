@@ -109,7 +109,7 @@ UNAUTHORIZED = _error(
     "missing or wrong bearer token", **{"WWW-Authenticate": "the scheme to use: Bearer"}
 )
 UNSUPPORTED = _error("a body whose Content-Type is not application/json")
-VALKEY_DOWN = _error("Valkey is not reachable")
+VALKEY_DOWN = _error("Valkey is not reachable (code store_unavailable; retry after Retry-After)")
 
 
 def _operation(
@@ -377,7 +377,8 @@ def _events(auth: bool) -> dict[str, Any]:
                 "Last-Event-ID or lastEventId is not an event id, or a parameter is repeated"
             ),
             "503": _error(
-                "too many event streams are open (SSE_MAX_SUBSCRIBERS); retry later",
+                "too many event streams are open (SSE_MAX_SUBSCRIBERS), or Valkey is not "
+                "reachable (store_unavailable); retry later",
                 **{"Retry-After": "seconds to wait"},
             ),
         },

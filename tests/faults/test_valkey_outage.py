@@ -169,8 +169,9 @@ async def test_a_paused_valkey_503s_then_recovers_with_nothing_lost_or_run_twice
                 )
                 assert status == 503 and data["error"]["code"] == "store_unavailable", data
                 assert elapsed < 3
-                status, data = await orch.get(f"/agents/{before}/status")
-                assert status == 503, data
+                async with orch.http.get(f"{orch.url}/agents/{before}/status") as resp:
+                    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+                    assert (await resp.json())["error"]["code"] == "store_unavailable"
                 status, _ = await orch.get("/health")
                 assert status == 200  # the process itself serves
                 await asyncio.sleep(5)  # the running agent ends meanwhile; its state waits
