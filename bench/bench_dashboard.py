@@ -158,7 +158,7 @@ async def press_keys(app: TimedApp) -> tuple[list[float], list[float]]:
 async def with_dashboard(
     client: EngineAPI, lag: Callable[[], Awaitable[list[float]]]
 ) -> tuple[list[float], list[float], list[float], int]:
-    app = TimedApp(client, local=True)
+    app = TimedApp(client, local=True, settle_heap=True)  # as the product's entry points
     async with app.run_test(size=(160, 48)) as pilot:
         while app.dashboard.table.row_count < AGENTS:
             await pilot.pause(0.1)

@@ -91,6 +91,7 @@ class MosaicApp(App[None]):
         clock: Clock | None = None,
         start_after: str | None = "0-0",
         desktop_notify: bool = False,
+        settle_heap: bool = False,
     ) -> None:
         super().__init__()
         self.desktop_notify = desktop_notify
@@ -114,7 +115,9 @@ class MosaicApp(App[None]):
         self._to_fetch: set[str] = set()
         self._fetching = False
         self._last_full = 0.0
-        self._heap_settled = False
+        self._heap_settled = not settle_heap
+        """Whether the heap is settled (or not this app's to settle: ``settle_heap`` is for the
+        process's entry points, which own the whole process)."""
         self._last_shown = 0.0
         self._last_stats = 0.0
         self._last_age = 0.0
@@ -504,6 +507,7 @@ async def run_local_dashboard(
                 local=True,
                 api_url=f"API http://{host}:{port}",
                 desktop_notify=desktop_notify,
+                settle_heap=True,
             )
             with app.logs.capture(log_file):
                 await app.run_async()
@@ -520,6 +524,7 @@ async def run_local_dashboard(
             local=True,
             api_url=f"API http://{host}:{port}",
             desktop_notify=desktop_notify,
+            settle_heap=True,
         )
         with app.logs.capture(log_file):
             await app.run_async()

@@ -262,5 +262,11 @@ async def run_attached(url: str, token: str | None = None, *, desktop_notify: bo
 
     async with RemoteEngine(url, token) as engine:
         await engine.queue_stats()  # fails fast, with one clear line, if unreachable or refused
-        app = MosaicApp(engine, local=False, api_url=engine.url, desktop_notify=desktop_notify)
+        app = MosaicApp(
+            engine,
+            local=False,
+            api_url=engine.url,
+            desktop_notify=desktop_notify,
+            settle_heap=True,
+        )
         await app.run_async()

@@ -73,3 +73,42 @@ async def test_local_dashboard_spawns_kills_and_quits_cleanly(tmp_path: Path, or
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     assert os.path.isdir(tmp_path / "state" / "valkey")  # the embedded server kept its data
+
+
+async def test_quitting_with_a_live_agent_stops_the_engine_thread_and_the_agent(
+    tmp_path: Path, origin: Path
+) -> None:
+    """The engine runs on its own thread: quitting (after the question) still stops it, which
+    kills the live agent, and the process ends."""
+    session = f"mosaic-{uuid.uuid4().hex[:8]}"
+    env = {
+        "MOSAIC_STATE_DIR": str(tmp_path / "state"),
+        "MOSAIC_AGENT_COMMAND": "echo on-screen; sleep 120",
+        "SANDBOX_BACKEND": "none",
+        "ORCHESTRATOR_PORT": "0",
+        "TERM": "xterm-256color",
+    }
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    command = f"env -u NO_COLOR {exports} {shlex.quote(sys.executable)} -m mosaic_tui"
+    _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    try:
+        screen = await _screen_until(session, r"API http://127\.0\.0\.1:\d+")
+        port = re.search(r"API http://127\.0\.0\.1:(\d+)", screen).group(1)  # type: ignore[union-attr]
+        pid = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
+        body = {"taskId": "TERM-2", "agentType": "worker", "context": {"repository": str(origin)}}
+        url = f"http://127.0.0.1:{port}/agents/spawn"
+        async with aiohttp.ClientSession() as http, http.post(url, json=body) as resp:
+            assert resp.status == 202
+        await _screen_until(session, r"TERM-2 .*running")
+        agents = [p for p in psutil.Process(pid).children(recursive=True) if "sleep" in p.name()]
+        assert agents, "the agent's process runs under the dashboard"
+        _tmux("send-keys", "-t", session, "q")
+        await _screen_until(session, r"(?i)quit")
+        _tmux("send-keys", "-t", session, "y")
+        async with asyncio.timeout(30):
+            while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                await asyncio.sleep(0.2)
+        _gone, alive = psutil.wait_procs(agents, timeout=5)
+        assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
