@@ -257,7 +257,7 @@ class AgentsTable(ScrollView, can_focus=True):
             fixed = [c.width or 8 for c in COLUMNS[:-1]]
             used = sum(fixed) + 2 * PAD * len(COLUMNS)
             room = self.size.width - self.styles.scrollbar_size_vertical  # room for a scrollbar
-            last = max(MIN_LAST, room - used, COLUMNS[-1].width or MIN_LAST)
+            last = max(MIN_LAST, room - used)
             self._widths = [*fixed, last]
         return self._widths
 
