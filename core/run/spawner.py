@@ -454,6 +454,7 @@ def _started(process: SandboxProcess, workspace: Workspace) -> dict[str, Any]:
         "sandbox": process.handle,
         "worktree": str(workspace.path),
         "branch": workspace.branch,
+        "base_sha": workspace.worktree.base_sha,  # the diff's base (GET /agents/{id}/diff)
     }
 
 
