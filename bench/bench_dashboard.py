@@ -35,7 +35,7 @@ from mosaic_tui.bridge import EngineThread, ThreadedEngine, faster_thread_switch
 AGENTS = 1000
 EVENTS_PER_S = 100
 PHASE_S = 6.0
-PRESSES = 60
+PRESSES = 200
 KEY_GOAL_MS = 50.0
 LAG_GOAL_MS = 10.0
 T = TypeVar("T")
@@ -159,7 +159,7 @@ async def with_dashboard(
     client: EngineAPI, lag: Callable[[], Awaitable[list[float]]]
 ) -> tuple[list[float], list[float], list[float], int]:
     app = TimedApp(client, local=True, settle_heap=True)  # as the product's entry points
-    async with app.run_test(size=(160, 48)) as pilot:
+    async with app.run_test(size=(160, 48), notifications=True) as pilot:  # as in the product
         while app.dashboard.table.row_count < AGENTS:
             await pilot.pause(0.1)
         await pilot.pause(1.0)

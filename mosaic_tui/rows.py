@@ -29,14 +29,17 @@ class SortedRows:
         return agent_id in self._keys
 
     def rebuild(self, items: Iterable[tuple[str, Any]]) -> None:
-        """All rows at once: ``(agent id, sort value)`` pairs (a new sort column or filter)."""
-        self._keys = {agent_id: (_total(value), agent_id) for agent_id, value in items}
+        """All rows at once: ``(agent id, sort value)`` pairs (a new sort column or filter).
+
+        A column's sort values must compare with each other (the book's columns give numbers,
+        strings, datetimes or tuples of them, never None)."""
+        self._keys = {agent_id: (value, agent_id) for agent_id, value in items}
         self._order = sorted(self._keys.values())
         self.version += 1
 
     def place(self, agent_id: str, value: Any) -> bool:
         """Show ``agent_id`` at the place its sort ``value`` gives; answers if the order moved."""
-        key = (_total(value), agent_id)
+        key = (value, agent_id)
         old = self._keys.get(agent_id)
         if old == key:
             return False
@@ -79,12 +82,3 @@ class SortedRows:
         if descending:
             ids.reverse()
         return ids
-
-
-def _total(value: Any) -> Any:
-    """A sort value every other value of its column compares with (None sorts first)."""
-    if value is None:
-        return (0, 0)
-    if isinstance(value, tuple):
-        return (1, tuple(_total(v) for v in value))
-    return (1, value)

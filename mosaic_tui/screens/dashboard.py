@@ -106,9 +106,8 @@ class DashboardScreen(Screen[None]):
         self.mosaic.toggle_pause()
 
     def action_sort(self) -> None:
-        column = self.mosaic.book.cycle_sort()
+        self.mosaic.book.cycle_sort()  # the header marks the column (▲/▼): no toast to lay out
         self.mosaic.refresh_table()
-        self.mosaic.notify(f"Sorted by {column}", timeout=1.5)
 
     def action_reverse_sort(self) -> None:
         self.mosaic.book.reverse_sort()

@@ -72,7 +72,7 @@ def test_sorted_rows_move_one_agent_at_a_time() -> None:
     assert rows.place("a", 5) is True
     assert rows.ids(descending=False) == ["b", "c", "a"]
     assert rows.index("a", descending=False) == 2 and rows.index("a", descending=True) == 0
-    assert rows.place("d", None)  # no value sorts first
+    assert rows.place("d", 0)
     assert rows.at(0, descending=False) == "d"
     assert rows.remove("b") and not rows.remove("b")
     assert rows.ids(descending=False) == ["d", "c", "a"] and len(rows) == 3
