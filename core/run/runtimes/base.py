@@ -9,12 +9,16 @@ spawn asking for a missing one is refused before anything is created.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Protocol
 
+from core.agents import AgentEndpoint, ModelGateway
 from core.errors import NotReady
 from core.models import RUNTIME_NAMES, AgentState, SpawnRequest
+from core.run.iodir import attempt_name, fresh_io_dir
 from core.run.launch import Launch, SandboxPolicy
+from core.settings import Settings
 
 
 class Runtime(Protocol):
@@ -37,6 +41,26 @@ class Runtime(Protocol):
     def forget(self, agent_id: str) -> None:
         """The agent ended for good (no attempt follows): drop what its attempts shared."""
         ...
+
+
+async def model_endpoint(
+    gateway: ModelGateway,
+    settings: Settings,
+    agent: AgentState,
+    stack: contextlib.AsyncExitStack,
+) -> tuple[Path, AgentEndpoint]:
+    """The attempt's fresh I/O dir and the agent's gateway socket in it (its token budget and
+    wall-time deadline), both gone when ``stack`` closes."""
+    io_dir = await fresh_io_dir(attempt_name(agent), stack)
+    endpoint = await stack.enter_async_context(
+        gateway.serve_agent(
+            agent.agent_id,
+            io_dir,
+            settings.agent_max_tokens,
+            deadline=time.monotonic() + settings.agent_max_wall_s,
+        )
+    )
+    return io_dir, endpoint
 
 
 class Runtimes:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 from core.agents import (
@@ -25,8 +24,9 @@ from core.agents import (
     runtime_ro_binds,
 )
 from core.models import AgentState, SpawnRequest
-from core.run.iodir import attempt_name, fresh_io_dir, write_private
+from core.run.iodir import write_private
 from core.run.launch import Launch, LaunchOutcome, SandboxPolicy, base_env
+from core.run.runtimes.base import model_endpoint
 from core.run.skills import resolve_skills, skills_prompt
 from core.safeio import MiB, RefusedFile, copy_tail
 from core.settings import Settings
@@ -108,15 +108,7 @@ class BuiltinRuntime:
         policy: SandboxPolicy,
         stack: contextlib.AsyncExitStack,
     ) -> Launch:
-        io_dir = await fresh_io_dir(attempt_name(agent), stack)
-        endpoint = await stack.enter_async_context(
-            self.gateway.serve_agent(
-                agent.agent_id,
-                io_dir,
-                self.settings.agent_max_tokens,
-                deadline=time.monotonic() + self.settings.agent_max_wall_s,
-            )
-        )
+        io_dir, endpoint = await model_endpoint(self.gateway, self.settings, agent, stack)
         ctx = request.context
         system, prompt = build_prompts(
             agent.agent_type, agent.task_id, ctx.work_items, ctx.skills, ctx.instructions

@@ -20,13 +20,12 @@ import contextlib
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from core.agents import ModelGateway, build_prompts
 from core.agents.claude_code import StreamParser, claude_argv, claude_binds, claude_env
 from core.models import AgentState, SpawnRequest
-from core.run.iodir import attempt_name, fresh_io_dir, io_root
+from core.run.iodir import io_root
 from core.run.launch import (
     ActivitySink,
     Launch,
@@ -35,6 +34,7 @@ from core.run.launch import (
     SessionSink,
     base_env,
 )
+from core.run.runtimes.base import model_endpoint
 from core.run.skills import Skill, resolve_skills
 from core.safeio import RefusedFile, read_tail
 from core.settings import Settings
@@ -155,13 +155,7 @@ class ClaudeCodeRuntime:
         stack: contextlib.AsyncExitStack,
     ) -> Launch:
         settings = self.settings
-        io_dir = await fresh_io_dir(attempt_name(agent), stack)
-        deadline = time.monotonic() + settings.agent_max_wall_s
-        endpoint = await stack.enter_async_context(
-            self.gateway.serve_agent(
-                agent.agent_id, io_dir, settings.agent_max_tokens, deadline=deadline
-            )
-        )
+        io_dir, endpoint = await model_endpoint(self.gateway, settings, agent, stack)
         home = home_dir(agent.agent_id)
         resume = agent.session_id if await asyncio.to_thread(_has_session, home) else None
         skills = await asyncio.to_thread(resolve_skills, self.skills_dir, request.context.skills)
