@@ -11,7 +11,11 @@ command ``sleep 300``, ``MAX_CONCURRENT_AGENTS=N``):
 - **/health latency**, median and p99: sequential ``GET /health`` on one keep-alive connection from
   a separate process (so the probe does not share this event loop), idle, while the N agents
   start, and with the N agents running, all in the same run;
-- then one kill-all of the N (its time is printed; nothing is left running).
+- then one kill-all of the N (its time is printed; nothing is left running), and one of 50;
+- **SSE delivery** to 100 subscribers (client processes, ``bench_sse``), p50 and p99 of the delay
+  from emit to receipt, events paced at 100/s (goal p99 <= 20 ms);
+- **spawn to running** with bwrap and cgroups, one agent at a time: ``Engine.spawn`` until its
+  ``agent.running`` event, p50 and p99 (goal p99 <= 100 ms).
 
     .venv/bin/python -m bench.bench_scale [--agents 200] [--probe-s 10]
 """
@@ -32,9 +36,12 @@ from pathlib import Path
 
 from bench.bench_killall import bench_settings, start_agents
 from bench.bench_spine import make_origin, pct
+from bench.bench_sse import line as sse_line
+from bench.bench_sse import phase
 from core.api import serve
 from core.engine import Engine
 from core.instance import sandbox_scope
+from core.models import SpawnRequest
 from core.valkey import EmbeddedValkey
 from sandbox.cgroups import CgroupManager
 
@@ -105,7 +112,14 @@ async def run(n: int, probe_s: float, root: Path, url: str) -> None:
     try:
         async with (
             Engine.running(settings) as engine,
-            serve(engine, host="127.0.0.1", port=0, api_key=None, max_body_bytes=1 << 20) as api,
+            serve(
+                engine,
+                host="127.0.0.1",
+                port=0,
+                api_key=None,
+                max_body_bytes=1 << 20,
+                sse_max_subscribers=SSE_SUBSCRIBERS + 10,
+            ) as api,
         ):
             host, port = api.addresses[0][:2]
             await asyncio.sleep(1)  # settle: gc of start-up garbage, first requests
@@ -152,8 +166,63 @@ async def run(n: int, probe_s: float, root: Path, url: str) -> None:
             worktrees = settings.mosaic_state_dir / "worktrees"
             while any((worktrees / i).exists() for i in ids):
                 await asyncio.sleep(0.05)
+
+            fifty = await start_agents(engine, origin, 50, timeout=300)
+            t2 = time.perf_counter()
+            result = await engine.kill_all(who="bench")
+            print(f"  kill-all of 50: {time.perf_counter() - t2:.3f} s (killed {result.killed}, "
+                  f"failed {result.failed})")  # fmt: skip
+            while any((worktrees / i).exists() for i in fifty):
+                await asyncio.sleep(0.05)
+
+            got = await phase(
+                "sse", f"http://{host}:{port}", SSE_SUBSCRIBERS, 4, "scale-sse", 500, 100.0,
+                engine.store.emit,
+            )  # fmt: skip
+            every = [d for per in got for d in per]
+            verdict = "met" if pct(every, 0.99) <= 20 else "NOT met"
+            print(
+                sse_line(f"SSE, {SSE_SUBSCRIBERS} subscribers", every)
+                + f"   goal p99 <= 20 ms: {verdict}"
+            )
+
+            spawned = await spawn_to_running(engine, origin, SPAWNS)
+            verdict = "met" if pct(spawned, 0.99) <= 100 else "NOT met"
+            print(sse_line(f"spawn -> running (bwrap), {SPAWNS} one by one", spawned)
+                  + f"   goal p99 <= 100 ms: {verdict}")  # fmt: skip
     finally:
         CgroupManager(parent).remove_parent()
+
+
+SSE_SUBSCRIBERS = 100
+SPAWNS = 40
+
+
+async def spawn_to_running(engine: Engine, origin: Path, count: int) -> list[float]:
+    """Milliseconds from ``Engine.spawn`` to the agent's ``agent.running`` event, one at a time
+    (each agent ends quickly: its command is killed once it runs)."""
+    latencies: list[float] = []
+    events = engine.events()
+    tag = uuid.uuid4().hex[:6]
+    try:
+        for i in range(count):
+            request = SpawnRequest.model_validate(
+                {
+                    "taskId": f"S-{tag}-{i}",
+                    "agentType": "worker",
+                    "context": {"repository": str(origin)},
+                }
+            )
+            t0 = time.perf_counter()
+            agent_id = (await engine.spawn(request)).agent_id
+            async for event in events:
+                if event.agent_id == agent_id and event.type.value == "agent.running":
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    break
+            await engine.kill(agent_id, who="bench")
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    return latencies
 
 
 async def main() -> None:

@@ -85,9 +85,11 @@ async def watch(
     fence_s: float,
     lease_s: float,
     on_lost: Callable[[str], None],
+    on_final: Callable[[str], None] | None = None,
 ) -> None:
-    """Check the token every ``fence_s / 4``; call ``on_lost(reason)`` once and return when the
-    attempt lost its agent (see the module's doc)."""
+    """Check the token every ``fence_s / 4``; when the attempt lost its agent (see the module's
+    doc) call ``on_lost(reason)`` once and return (``on_final(reason)`` when the agent simply
+    became final)."""
     interval = max(0.05, min(fence_s, lease_s) / 4)
     confirmed = time.monotonic()
     while True:
@@ -107,8 +109,8 @@ async def watch(
         if current.fence != token:
             on_lost(f"attempt {current.fence} on {current.instance} took the agent over")
             return
-        if current.status.final:
-            on_lost(f"the agent is {current.status.value}")
+        if current.status.final:  # killed elsewhere (its event missed): stop, it is not a fence
+            (on_final or on_lost)(f"the agent is {current.status.value}")
             return
         if time.monotonic() - confirmed > lease_s:  # a pause longer than the lease
             on_lost(f"paused for more than {lease_s:g}s: another instance may own the job")

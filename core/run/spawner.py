@@ -196,6 +196,9 @@ class Spawner:
             return await self._stages(run, recovered)
 
     async def _watch_fence(self, run: RunContext) -> None:
+        def ended(reason: str) -> None:  # final elsewhere (a missed kill event): stop at once
+            self.request_kill(run.agent_id, grace_s=0)
+
         def lost(reason: str) -> None:
             run.fenced = reason
             log.warning("fenced: %s; killing the attempt", reason, extra={"agent_id": run.agent_id})
@@ -208,6 +211,7 @@ class Spawner:
             fence_s=self.settings.fence_s,
             lease_s=self.settings.queue_lock_duration_ms / 1000,
             on_lost=lost,
+            on_final=ended,
         )
 
     async def _stages(self, run: RunContext, recovered: bool) -> dict[str, Any]:
