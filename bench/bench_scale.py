@@ -14,8 +14,10 @@ command ``sleep 300``, ``MAX_CONCURRENT_AGENTS=N``):
 - then one kill-all of the N (its time is printed; nothing is left running), and one of 50;
 - **SSE delivery** to 100 subscribers (client processes, ``bench_sse``), p50 and p99 of the delay
   from emit to receipt, events paced at 100/s (goal p99 <= 20 ms);
-- **spawn to running** with bwrap and cgroups, one agent at a time: ``Engine.spawn`` until its
-  ``agent.running`` event, p50 and p99 (goal p99 <= 100 ms).
+- **spawn to running** with bwrap and cgroups, one agent at a time, on an instance of
+  ``MAX_CONCURRENT_AGENTS=4``: ``Engine.spawn`` until its
+  ``agent.running`` event, p50 and p99 (goal p99 <= 100 ms), each spawn after the previous
+  agent's teardown, then back to back (the previous teardown holds the repository's lock).
 
     .venv/bin/python -m bench.bench_scale [--agents 200] [--probe-s 10]
 """
@@ -186,21 +188,32 @@ async def run(n: int, probe_s: float, root: Path, url: str) -> None:
                 + f"   goal p99 <= 20 ms: {verdict}"
             )
 
-            spawned = await spawn_to_running(engine, origin, SPAWNS)
-            verdict = "met" if pct(spawned, 0.99) <= 100 else "NOT met"
-            print(sse_line(f"spawn -> running (bwrap), {SPAWNS} one by one", spawned)
-                  + f"   goal p99 <= 100 ms: {verdict}")  # fmt: skip
+        # spawn latency as an instance is usually configured (a few agents at once: a BullMQ
+        # worker of concurrency 200 costs every job a few ms more)
+        settings = bench_settings(url, root / "state-spawn", parent, SPAWN_CONCURRENCY)
+        async with Engine.running(settings) as engine:
+            for settle in (True, False):
+                spawned = await spawn_to_running(engine, origin, SPAWNS, settle=settle)
+                verdict = "met" if pct(spawned, 0.99) <= 100 else "NOT met"
+                how = "after the last teardown" if settle else "during the last teardown"
+                print(sse_line(f"spawn -> running (bwrap) {how}", spawned)
+                      + f"   goal p99 <= 100 ms: {verdict}")  # fmt: skip
     finally:
         CgroupManager(parent).remove_parent()
 
 
 SSE_SUBSCRIBERS = 100
-SPAWNS = 40
+SPAWNS = 50
+SPAWN_CONCURRENCY = 4
 
 
-async def spawn_to_running(engine: Engine, origin: Path, count: int) -> list[float]:
+async def spawn_to_running(
+    engine: Engine, origin: Path, count: int, *, settle: bool
+) -> list[float]:
     """Milliseconds from ``Engine.spawn`` to the agent's ``agent.running`` event, one at a time
-    (each agent ends quickly: its command is killed once it runs)."""
+    (each agent is killed once it runs). ``settle``: the next spawn waits until the previous
+    agent's worktree is torn down (else its teardown holds the repository's lock meanwhile)."""
+    worktrees = engine.settings.mosaic_state_dir / "worktrees"
     latencies: list[float] = []
     events = engine.events()
     tag = uuid.uuid4().hex[:6]
@@ -220,6 +233,8 @@ async def spawn_to_running(engine: Engine, origin: Path, count: int) -> list[flo
                     latencies.append((time.perf_counter() - t0) * 1000)
                     break
             await engine.kill(agent_id, who="bench")
+            while settle and (worktrees / agent_id).exists():
+                await asyncio.sleep(0.01)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
     return latencies

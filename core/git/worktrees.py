@@ -131,13 +131,16 @@ async def create_worktree(
             raise BaseNotFound(f"base branch {base!r} does not exist in origin")
         base_sha = found.stdout.strip()
         await git("worktree", "prune", git_dir=cache)
+        removed = False
         for entry in await _list(cache):
             if entry.bare:
                 continue
             if _same(entry.path, path) or entry.branch == f"refs/heads/{branch}":
                 log.info("removing leftover worktree", extra={"worktree": str(entry.path)})
                 await _remove(cache, entry.path)
-        await git("worktree", "prune", git_dir=cache)
+                removed = True
+        if removed:
+            await git("worktree", "prune", git_dir=cache)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise WorktreeError(f"cannot create worktree: {path} exists and is not empty")
         result = await run_git(
