@@ -271,7 +271,9 @@ async def test_a_claude_code_agent_whose_instance_died_resumes_its_session(
             resumed = scripted.requests[asked:]
             assert resumed, "the retry never asked the model"
             roles = [m.get("role") for m in resumed[0].body["messages"]]
-            assert roles.count("assistant") >= 2, roles  # the first attempt's turns came back
+            # a new session's first request holds the user's message alone; the resumed one holds
+            # the first attempt's turns (how many depends on when the kill came)
+            assert roles[0] == "user" and "assistant" in roles, roles
             assert branch_pushes(origin, "mosaic/worker/T-resume") >= 1
             # the first attempt's file (kept when it died) went on in the retry's worktree
             shown = subprocess.run(
