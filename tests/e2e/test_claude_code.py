@@ -104,9 +104,11 @@ async def test_a_claude_code_reviewer_returns_a_verdict(cc: Orchestrator, origin
 async def test_the_real_key_never_enters_the_sandbox(
     cc: Orchestrator, origin: Path, scripted: ScriptedModelServer
 ) -> None:
-    """While Claude Code runs (the slow script keeps it waiting on the model), no process of its
+    """While Claude Code runs (its script runs a long Bash command), no process of its
     sandbox holds the real key in its environment; it holds the per-agent token."""
-    agent_id = await cc.spawn("T-cc-env", origin, context={"instructions": "[script:slow]"})
+    agent_id = await cc.spawn(
+        "T-cc-env", origin, context={"instructions": "[script:claude-slow-worker]"}
+    )
     await cc.wait_status(agent_id, "running", timeout=60)
     environs: list[bytes] = []
     for _ in range(100):
@@ -126,7 +128,9 @@ async def test_the_real_key_never_enters_the_sandbox(
 
 
 async def test_kill_leaves_no_claude_process(cc: Orchestrator, origin: Path) -> None:
-    agent_id = await cc.spawn("T-cc-kill", origin, context={"instructions": "[script:slow]"})
+    agent_id = await cc.spawn(
+        "T-cc-kill", origin, context={"instructions": "[script:claude-slow-worker]"}
+    )
     await cc.wait_status(agent_id, "running", timeout=60)
     for _ in range(100):
         if _claude_processes():
