@@ -102,23 +102,25 @@ async def upstream() -> AsyncIterator[Upstream]:
         await runner.cleanup()
 
 
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Sends back what it reads, then ``<eof>`` once the client half-closes."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.write(b"<eof>")
+        await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
 @pytest_asyncio.fixture
 async def echo_port() -> AsyncIterator[int]:
     """A TCP echo server on 127.0.0.1 (what a CONNECT tunnel reaches)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-            writer.write(b"<eof>")
-            await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:

@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from sandbox.forwarder import forwarder_argv, forwarder_path
+from tests.net.conftest import echo
 
 PYTHON = sys.executable
 
@@ -23,19 +24,7 @@ async def echo_sock(io_dir: Path) -> AsyncIterator[Path]:
     """A Unix echo server (what the gateway or proxy socket stands for)."""
     path = io_dir / "echo.sock"
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-            writer.write(b"<eof>")
-            await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_unix_server(handle, str(path))
+    server = await asyncio.start_unix_server(echo, str(path))
     try:
         yield path
     finally:

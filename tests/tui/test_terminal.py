@@ -38,7 +38,8 @@ async def _screen_until(session: str, pattern: str, timeout: float = 60) -> str:
         raise AssertionError(f"never saw {pattern!r} on the screen:\n{screen}") from None
 
 
-async def test_local_dashboard_spawns_kills_and_quits_cleanly(tmp_path: Path, origin: Path) -> None:
+def _start_dashboard(tmp_path: Path, width: int, height: int) -> str:
+    """``mosaic-orchestrator`` (dashboard, engine and API) in a new tmux session; its name."""
     session = f"mosaic-{uuid.uuid4().hex[:8]}"
     env = {
         "MOSAIC_STATE_DIR": str(tmp_path / "state"),
@@ -49,16 +50,28 @@ async def test_local_dashboard_spawns_kills_and_quits_cleanly(tmp_path: Path, or
     }
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     command = f"env -u NO_COLOR {exports} {shlex.quote(sys.executable)} -m mosaic_tui"
-    _tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "48", command)
+    _tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), command)
+    return session
+
+
+async def _spawn_on_screen(session: str, origin: Path, task: str) -> int:
+    """Spawn ``task`` through the dashboard process's API and wait until it shows running;
+    the process's pid."""
+    screen = await _screen_until(session, r"API http://127\.0\.0\.1:\d+")
+    port = re.search(r"API http://127\.0\.0\.1:(\d+)", screen).group(1)  # type: ignore[union-attr]
+    pid = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
+    body = {"taskId": task, "agentType": "worker", "context": {"repository": str(origin)}}
+    url = f"http://127.0.0.1:{port}/agents/spawn"
+    async with aiohttp.ClientSession() as http, http.post(url, json=body) as resp:
+        assert resp.status == 202
+    await _screen_until(session, rf"{task} .*running")
+    return pid
+
+
+async def test_local_dashboard_spawns_kills_and_quits_cleanly(tmp_path: Path, origin: Path) -> None:
+    session = _start_dashboard(tmp_path, 160, 48)
     try:
-        screen = await _screen_until(session, r"API http://127\.0\.0\.1:\d+")
-        port = re.search(r"API http://127\.0\.0\.1:(\d+)", screen).group(1)  # type: ignore[union-attr]
-        pid = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
-        body = {"taskId": "TERM-1", "agentType": "worker", "context": {"repository": str(origin)}}
-        url = f"http://127.0.0.1:{port}/agents/spawn"
-        async with aiohttp.ClientSession() as http, http.post(url, json=body) as resp:
-            assert resp.status == 202
-        await _screen_until(session, r"TERM-1 .*running")
+        pid = await _spawn_on_screen(session, origin, "TERM-1")
         _tmux("send-keys", "-t", session, "k")
         await _screen_until(session, r"(?i)kill")
         _tmux("send-keys", "-t", session, "y")
@@ -80,26 +93,9 @@ async def test_quitting_with_a_live_agent_stops_the_engine_thread_and_the_agent(
 ) -> None:
     """The engine runs on its own thread: quitting (after the question) still stops it, which
     kills the live agent, and the process ends."""
-    session = f"mosaic-{uuid.uuid4().hex[:8]}"
-    env = {
-        "MOSAIC_STATE_DIR": str(tmp_path / "state"),
-        "MOSAIC_AGENT_COMMAND": "echo on-screen; sleep 120",
-        "SANDBOX_BACKEND": "none",
-        "ORCHESTRATOR_PORT": "0",
-        "TERM": "xterm-256color",
-    }
-    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    command = f"env -u NO_COLOR {exports} {shlex.quote(sys.executable)} -m mosaic_tui"
-    _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    session = _start_dashboard(tmp_path, 120, 40)
     try:
-        screen = await _screen_until(session, r"API http://127\.0\.0\.1:\d+")
-        port = re.search(r"API http://127\.0\.0\.1:(\d+)", screen).group(1)  # type: ignore[union-attr]
-        pid = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
-        body = {"taskId": "TERM-2", "agentType": "worker", "context": {"repository": str(origin)}}
-        url = f"http://127.0.0.1:{port}/agents/spawn"
-        async with aiohttp.ClientSession() as http, http.post(url, json=body) as resp:
-            assert resp.status == 202
-        await _screen_until(session, r"TERM-2 .*running")
+        pid = await _spawn_on_screen(session, origin, "TERM-2")
         agents = [p for p in psutil.Process(pid).children(recursive=True) if "sleep" in p.name()]
         assert agents, "the agent's process runs under the dashboard"
         _tmux("send-keys", "-t", session, "q")

@@ -156,7 +156,7 @@ class ClaudeCodeRuntime:
     ) -> Launch:
         settings = self.settings
         io_dir, endpoint = await model_endpoint(self.gateway, settings, agent, stack)
-        home = home_dir(agent.agent_id)
+        home = await asyncio.to_thread(home_dir, agent.agent_id)  # io_root() touches the disk
         resume = agent.session_id if await asyncio.to_thread(_has_session, home) else None
         skills = await asyncio.to_thread(resolve_skills, self.skills_dir, request.context.skills)
         skills_root = await asyncio.to_thread(_link_skills, home, io_dir, skills)
