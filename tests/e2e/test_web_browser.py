@@ -286,10 +286,17 @@ async def test_the_browser_sees_the_agents_and_kills_the_selected_one_with_keys(
             assert KEY not in str(await page.evaluate("document.documentElement.outerHTML"))
             await page.evaluate("window.__terminal.focus()")
 
-            # select T-doomed with the arrow keys: to the top, then down to its row
-            lines = (await page.screen()).splitlines()
-            rows = [ln for ln in lines if "worker" in ln and any(t in ln for t in tasks)]
-            assert len(rows) == len(tasks), lines
+            # select T-doomed with the arrow keys: to the top, then down to its row (read the rows
+            # from one whole frame: a screen read during a repaint may catch it half drawn)
+            rows: list[str] = []
+
+            async def rows_shown() -> bool:
+                nonlocal rows
+                lines = (await page.screen()).splitlines()
+                rows = [ln for ln in lines if "worker" in ln and any(t in ln for t in tasks)]
+                return len(rows) == len(tasks)
+
+            await until(rows_shown, timeout=30, what="one row per agent")
             index = next(i for i, line in enumerate(rows) if "T-doomed" in line)
             for _ in range(len(tasks)):
                 await page.press("ArrowUp")
